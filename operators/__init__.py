@@ -10,8 +10,10 @@ CLASSES = check_setup.CLASSES + jobs.CLASSES + import_clip.CLASSES + export.CLAS
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
+    jobs.register_handlers()
 
 
 def unregister() -> None:
+    jobs.unregister_handlers()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

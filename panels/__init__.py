@@ -1,0 +1,16 @@
+"""Blender panels: the "Avatar" tab of the 3D viewport sidebar."""
+import bpy
+
+from . import sidebar
+
+CLASSES = sidebar.CLASSES
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
