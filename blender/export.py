@@ -46,6 +46,7 @@ from ..core.errors import AvatarCaptureError
 from ..core.rest_pose import rebase_clip, rebase_rig, rest_frames_for
 from ..core.rig import RiggedBody
 from ..core.skeleton import Skeleton
+from . import datablocks
 from .import_scene import import_avatar
 from .readback import (action_frame_range, read_clip, read_rest_vertices, read_skin_weights,
                        skinned_meshes)
@@ -259,7 +260,7 @@ def _temporary_avatar(
     if to_file is not None:
         clip, vertices = _transformed(clip, vertices, to_file)
 
-    before = _datablocks()
+    before = datablocks.snapshot()
     try:
         temp_scene = bpy.data.scenes.new(scene.name)
         temp_scene.unit_settings.system = scene.unit_settings.system
@@ -276,7 +277,7 @@ def _temporary_avatar(
         with _borrowed_names(pairs):
             yield temp_scene, temp_armature, copies
     finally:
-        _remove_new_datablocks(before)
+        datablocks.remove_new(before)
 
 
 def _rebased(clip: MotionClip, sources: list[bpy.types.Object], vertices: list[np.ndarray],
@@ -339,21 +340,6 @@ def _mesh_copy(source: bpy.types.Object, source_armature: bpy.types.Object, arma
         if modifier.type == "ARMATURE" and modifier.object == source_armature:
             modifier.object = armature
     return copy
-
-
-_TEMPORARY_KINDS = ("scenes", "objects", "armatures", "meshes", "materials", "actions", "cameras", "collections")
-
-
-def _datablocks() -> dict[str, set[int]]:
-    return {kind: {block.session_uid for block in getattr(bpy.data, kind)} for kind in _TEMPORARY_KINDS}
-
-
-def _remove_new_datablocks(before: dict[str, set[int]]) -> None:
-    """Remove every datablock of _TEMPORARY_KINDS missing from the before snapshot (scenes first)."""
-    for kind in _TEMPORARY_KINDS:
-        blocks = getattr(bpy.data, kind)
-        for block in [b for b in blocks if b.session_uid not in before[kind]]:
-            blocks.remove(block)
 
 
 @contextmanager

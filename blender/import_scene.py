@@ -14,6 +14,7 @@ import numpy as np
 from ..core.clip import MotionClip
 from ..core.errors import AvatarCaptureError
 from ..core.rig import RiggedBody
+from . import datablocks
 from .action import set_scene_timing, write_clip_action
 from .armature import create_armature
 from .camera import create_camera
@@ -22,7 +23,6 @@ from .mesh import create_body_mesh, create_skin_material
 # Rest frames of a rig and a clip built for the same body agree to float32 precision (metres).
 _REST_TOLERANCE = 1e-4
 # Datablock collections an import may add to; a failed import removes its additions from each.
-_CREATED_KINDS = ("objects", "armatures", "meshes", "materials", "actions", "cameras", "collections")
 # Scene settings an import may change; a failed import restores them.
 _SCENE_SETTINGS = ("frame_start", "frame_end", "camera")
 _RENDER_SETTINGS = ("fps", "fps_base", "resolution_x", "resolution_y", "resolution_percentage",
@@ -52,13 +52,13 @@ def import_avatar(
         check_rig_matches_clip(rig, clip)
     name = name or "Avatar"
 
-    before = {kind: {block.session_uid for block in getattr(bpy.data, kind)} for kind in _CREATED_KINDS}
+    before = datablocks.snapshot()
     scene_state = {key: getattr(scene, key) for key in _SCENE_SETTINGS}
     render_state = {key: getattr(scene.render, key) for key in _RENDER_SETTINGS}
     try:
         armature = _build(scene, view_layer, clip, rig, name)
     except BaseException:
-        _remove_new_blocks(before)
+        datablocks.remove_new(before)
         for key, value in scene_state.items():
             setattr(scene, key, value)
         for key, value in render_state.items():
@@ -104,11 +104,3 @@ def _build(scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, clip: Motion
     if clip.camera is not None:
         create_camera(f"{name}Camera", clip.camera, collection, scene)
     return armature
-
-
-def _remove_new_blocks(before: dict[str, set[int]]) -> None:
-    """Remove every datablock that is not in the before snapshot (objects first, so nothing dangles)."""
-    for kind in _CREATED_KINDS:
-        blocks = getattr(bpy.data, kind)
-        for block in [b for b in blocks if b.session_uid not in before[kind]]:
-            blocks.remove(block)

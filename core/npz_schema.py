@@ -96,6 +96,10 @@ def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     except OSError as exc:
         raise FileFormatError(path, f"cannot write here ({exc.strerror})") from None
     try:
+        # mkstemp creates 0600; give the file the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
             stream.flush()

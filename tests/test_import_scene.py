@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
+from motion_factory import random_clip
 
 from avatar_capture.blender import import_scene
 from avatar_capture.blender.action import FIRST_FRAME
 from avatar_capture.blender.import_scene import import_avatar
-from avatar_capture.core.clip import Camera, MotionClip, clip_from_pose, save_clip
+from avatar_capture.core.clip import Camera, save_clip
 from avatar_capture.core.errors import AvatarCaptureError
 from avatar_capture.core.landmarks import CONTACT_NAMES
-from avatar_capture.core.rotations import axis_angle_to_quat
 
 CLIP_FRAMES = 300
 DATA_KINDS = ("objects", "armatures", "meshes", "materials", "actions", "cameras", "collections")
@@ -37,21 +37,6 @@ def clip(rig):
 def scene():
     bpy.ops.wm.read_factory_settings(use_empty=True)
     return bpy.context.scene
-
-
-def random_clip(rig, frames: int, seed: int = 0, fps: float = 30.0, camera=None) -> MotionClip:
-    """A smooth random motion of rig: every joint swings on slow random sinusoids (up to 0.4 rad
-    per axis) while the root walks forward and bobs; contacts are random in 0..1."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(frames)[:, None, None]
-    joints = rig.skeleton.joint_count
-    amplitude, period = rng.uniform(-0.4, 0.4, (1, joints, 3)), rng.uniform(20, 80, (1, joints, 3))
-    phase = rng.uniform(0, 2 * np.pi, (1, joints, 3))
-    rotations = axis_angle_to_quat(amplitude * np.sin(2 * np.pi * t / period + phase))
-    root = rig.skeleton.rest_heads_world[0] + np.outer(np.arange(frames), [0.01, -0.02, 0.0])
-    root[:, 2] += 0.03 * np.sin(np.arange(frames) / 5.0)
-    contacts = rng.uniform(0, 1, size=(frames, 4))
-    return clip_from_pose(rig, rotations, root, fps, contacts=contacts, camera=camera)
 
 
 def evaluated_vertices(obj) -> np.ndarray:
