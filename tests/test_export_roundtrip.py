@@ -17,6 +17,7 @@ import bpy
 import numpy as np
 import pytest
 from mathutils import kdtree
+from blender_probe import evaluated_vertices
 from motion_factory import random_clip
 
 from avatar_capture.blender.action import FIRST_FRAME
@@ -83,16 +84,6 @@ def joint_errors(armature, clip) -> np.ndarray:
         heads = np.array([armature.pose.bones[n].head for n in names]) @ world[:3, :3].T + world[:3, 3]
         out[t] = np.linalg.norm(heads - clip.joints_world[t], axis=-1)
     return out
-
-
-def evaluated_vertices(obj) -> np.ndarray:
-    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    mesh = evaluated.to_mesh()
-    co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-    mesh.vertices.foreach_get("co", co)
-    evaluated.to_mesh_clear()
-    world = np.array(obj.matrix_world)
-    return co.reshape(-1, 3) @ world[:3, :3].T + world[:3, 3]
 
 
 def mesh_errors(mesh_obj, rig, clip) -> list[float]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
+from blender_probe import evaluated_vertices
 from motion_factory import random_clip
 
 from avatar_capture.blender import import_scene
@@ -37,17 +38,6 @@ def clip(rig):
 def scene():
     bpy.ops.wm.read_factory_settings(use_empty=True)
     return bpy.context.scene
-
-
-def evaluated_vertices(obj) -> np.ndarray:
-    """World-space vertices (V, 3) of obj after modifiers at the current frame."""
-    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    mesh = evaluated.to_mesh()
-    co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-    mesh.vertices.foreach_get("co", co)
-    evaluated.to_mesh_clear()
-    world = np.array(obj.matrix_world)
-    return co.reshape(-1, 3) @ world[:3, :3].T + world[:3, 3]
 
 
 def pose_heads(armature, names) -> np.ndarray:
