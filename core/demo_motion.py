@@ -22,13 +22,14 @@ from .clip import MotionClip, clip_from_pose
 from .landmarks import CONTACT_NAMES
 from .rest_pose import SIDES, body_joint
 from .rig import RiggedBody
-from .rotations import axis_angle_to_quat
+from .rotations import axis_angle_to_quat, matrix_to_quat, quat_to_matrix
 
 STRIDE_HZ = 1.0  # gait cycles per second (two steps)
 STANCE = 0.6  # fraction of the cycle a foot is on the ground
 KNEE_SWING_DEGREES = 55.0
 ARM_SWING = 0.6  # arm swing relative to the opposite hip sweep
-ELBOW_DEGREES = 20.0
+ELBOW_FLEX_DEGREES = 15.0  # elbow bend while walking, whatever the rest pose's bend
+ARM_HANG_DEGREES = 10.0  # upper arm angle from vertical, seen from the front
 TORSO_TWIST_DEGREES = 4.0  # the chest turns with the arm swing; the pelvis does not, so planted feet stay put
 CONTACT_HEIGHT = 0.03  # metres above standing height where contact fades to 0
 CONTACT_SPEED = 0.4  # metres per second where contact fades to 0
@@ -62,13 +63,24 @@ def make_demo_clip(rig: RiggedBody, seconds: float = 4.0, fps: float = 30.0, spe
     for side, _ in SIDES:
         other = hips["right" if side == "left" else "left"]
         angles[body_joint(skeleton, model, "shoulder", side)] = -ARM_SWING * other
-        angles[body_joint(skeleton, model, "elbow", side)] = np.full(frame_count, -np.radians(ELBOW_DEGREES))
+        elbow = body_joint(skeleton, model, "elbow", side)
+        rest_flex = _bend(skeleton.rest_heads_world[[body_joint(skeleton, model, "shoulder", side), elbow,
+                                                     body_joint(skeleton, model, "wrist", side)]])
+        angles[elbow] = np.full(frame_count, rest_flex - np.radians(ELBOW_FLEX_DEGREES))
 
     rest_rotations = skeleton.rest_frames_world[:, :3, :3]
     rotations = _identity(frame_count, skeleton.joint_count)
     for joint, angle in angles.items():
         axis = rest_rotations[joint].T @ np.array([1.0, 0.0, 0.0])
         rotations[:, joint] = axis_angle_to_quat(angle[:, None] * axis)
+    for side, sign in SIDES:
+        shoulder = body_joint(skeleton, model, "shoulder", side)
+        arm = skeleton.rest_heads_world[body_joint(skeleton, model, "elbow", side)] - skeleton.rest_heads_world[shoulder]
+        # Turning about world +Y lowers the left arm (+X side) and raises the right one, hence the sign.
+        lower = sign * (np.arctan2(sign * arm[0], -arm[2]) - np.radians(ARM_HANG_DEGREES))
+        hang = rest_rotations[shoulder].T @ quat_to_matrix(axis_angle_to_quat(np.array([0.0, lower, 0.0])))
+        # The hang is applied in the world before the swing; both are expressed in the bone's rest frame.
+        rotations[:, shoulder] = matrix_to_quat(quat_to_matrix(rotations[:, shoulder]) @ (hang @ rest_rotations[shoulder]))
     spine = body_joint(skeleton, model, "spine")
     twist = np.radians(TORSO_TWIST_DEGREES) * np.sin(2.0 * np.pi * cycle)
     rotations[:, spine] = axis_angle_to_quat(twist[:, None] * (rest_rotations[spine].T @ np.array([0.0, 0.0, 1.0])))
@@ -90,6 +102,12 @@ def make_demo_clip(rig: RiggedBody, seconds: float = 4.0, fps: float = 30.0, spe
     still = np.clip(1.0 - horizontal_speed / CONTACT_SPEED, 0.0, 1.0)
     contacts = low * still
     return clip_from_pose(rig, rotations, root, fps, contacts)
+
+
+def _bend(points: np.ndarray) -> float:
+    """Angle (radians) between the segments points[0]->points[1] and points[1]->points[2]."""
+    first, second = points[1] - points[0], points[2] - points[1]
+    return float(np.arccos(np.clip(first @ second / np.linalg.norm(first) / np.linalg.norm(second), -1.0, 1.0)))
 
 
 def _identity(frames: int, joints: int) -> np.ndarray:

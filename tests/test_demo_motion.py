@@ -51,3 +51,17 @@ def test_contacts_follow_the_feet(walk):
     assert step[planted].max() < 0.005
     # Left and right alternate: their contacts are not the same signal.
     assert np.corrcoef(contacts[:, 0], contacts[:, 2])[0, 1] < 0.2
+
+
+def test_arms_hang_and_swing_against_the_legs(walk):
+    """The rest pose's A-pose is lowered: upper arms within 20 deg of vertical, swinging fore and aft."""
+    names = list(walk.landmark_names)
+    lm = walk.landmarks_world
+    for side, other in (("left", "right"), ("right", "left")):
+        upper = lm[:, names.index(f"{side}_elbow")] - lm[:, names.index(f"{side}_shoulder")]
+        from_vertical = np.degrees(np.arctan2(np.abs(upper[:, 0]), -upper[:, 2]))
+        assert from_vertical.max() < 20.0, from_vertical.max()
+        wrist_y = lm[:, names.index(f"{side}_wrist"), 1] - lm[:, names.index(f"{side}_shoulder"), 1]
+        ankle_y = lm[:, names.index(f"{other}_ankle"), 1] - lm[:, names.index("pelvis"), 1]
+        assert np.ptp(wrist_y) > 0.1  # a visible swing
+        assert np.corrcoef(wrist_y, ankle_y)[0, 1] > 0.5  # the arm goes forward with the opposite leg
