@@ -7,6 +7,7 @@ Figures are wall-clock seconds on this machine; run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -48,7 +49,12 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="also time a cold Anny cache build (~2 min, ~790 MB)")
     parser.add_argument("--frames", type=int, default=300)
     args = parser.parse_args()
+    with contextlib.redirect_stdout(sys.stderr):  # Blender's exporters print on stdout; the JSON owns it
+        figures = _measure(args)
+    print(json.dumps(figures, indent=2))
 
+
+def _measure(args: argparse.Namespace) -> dict:
     import bpy
 
     import avatar_capture
@@ -88,7 +94,7 @@ def main() -> None:
     figures["export_s"] = exports
     zips = sorted((REPO / "dist").glob("*.zip"))
     figures["extension_zip_mb"] = {z.name: round(z.stat().st_size / 2**20, 1) for z in zips}
-    print(json.dumps(figures, indent=2))
+    return figures
 
 
 if __name__ == "__main__":

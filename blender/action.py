@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.clip import MotionClip
 from ..core.landmarks import CONTACT_NAMES
+from ..core.rotations import quat_continuous
 
 FIRST_FRAME = 1
 CONTACT_PROPERTY_PREFIX = "contact_"
@@ -74,20 +75,6 @@ def key_channels(new_fcurve: NewFCurve, data_path: str, values: np.ndarray, grou
         fcurve.update()
 
 
-def hemisphere_continuous(quats: np.ndarray) -> np.ndarray:
-    """Quaternions (T, ..., 4) with signs flipped so consecutive frames have dot >= 0.
-
-    q and -q are the same rotation, but interpolating between keys of opposite
-    sign swings the long way round; this keeps in-between frames smooth.
-    """
-    quats = np.asarray(quats, dtype=np.float64)
-    dots = np.sum(quats[1:] * quats[:-1], axis=-1)
-    signs = np.cumprod(np.where(dots < 0.0, -1.0, 1.0), axis=0)
-    out = quats.copy()
-    out[1:] *= signs[..., None]
-    return out
-
-
 def root_pose_location(clip: MotionClip) -> np.ndarray:
     """Root pose-bone locations (T, 3): the world root translation in the root's rest frame.
 
@@ -106,7 +93,7 @@ def write_clip_action(armature: bpy.types.Object, clip: MotionClip, name: str) -
     Assumes the armature object sits at the world origin (matrix_world identity).
     """
     action, new_fcurve = assign_new_action(armature, name)
-    rotations = hemisphere_continuous(clip.rotations)
+    rotations = quat_continuous(clip.rotations)
     for j, joint in enumerate(clip.skeleton.joint_names):
         path = f'pose.bones["{bpy.utils.escape_identifier(joint)}"]'
         key_channels(new_fcurve, f"{path}.rotation_quaternion", rotations[:, j], joint)

@@ -12,8 +12,8 @@ import bpy
 import numpy as np
 
 from ..core.clip import Camera
-from ..core.rotations import matrix_to_quat
-from .action import assign_new_action, hemisphere_continuous, key_channels
+from ..core.rotations import matrix_to_quat, quat_continuous
+from .action import assign_new_action, key_channels
 
 # Sensor width (mm) the focal length is expressed against; only the ratio lens / sensor matters.
 SENSOR_WIDTH_MM = 36.0
@@ -55,7 +55,7 @@ def create_camera(name: str, camera: Camera, collection: bpy.types.Collection,
     matrices = camera_to_world_blender(camera.world_to_cam)
     obj.rotation_mode = "QUATERNION"
     locations = matrices[:, :3, 3]
-    quats = hemisphere_continuous(matrix_to_quat(matrices[:, :3, :3]))
+    quats = quat_continuous(matrix_to_quat(matrices[:, :3, :3]))
     obj.location = locations[0].tolist()
     obj.rotation_quaternion = quats[0].tolist()
     if np.abs(matrices - matrices[:1]).max() > 1e-9:

@@ -99,3 +99,17 @@ def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     axis = axis / np.linalg.norm(axis, axis=-1, keepdims=True)
     angle = np.arctan2(sin, cos)
     return quat_to_matrix(axis_angle_to_quat(axis * angle))
+
+
+def quat_continuous(quats: np.ndarray) -> np.ndarray:
+    """Quaternions (T, ..., 4) with signs flipped so consecutive frames have dot >= 0.
+
+    q and -q are the same rotation, but interpolating between keys of opposite
+    sign swings the long way round; this keeps in-between frames smooth.
+    """
+    quats = np.asarray(quats, dtype=np.float64)
+    dots = np.sum(quats[1:] * quats[:-1], axis=-1)
+    signs = np.cumprod(np.where(dots < 0.0, -1.0, 1.0), axis=0)
+    out = quats.copy()
+    out[1:] *= signs[..., None]
+    return out

@@ -125,3 +125,12 @@ def test_check_parents_rejects_bad_orders():
     with pytest.raises(ValueError):
         kinematics.check_parents(np.array([-1, 2, 0]))
     kinematics.check_parents(np.array([-1, 0, 1, 1]))
+
+
+def test_quat_continuous_removes_sign_flips_only():
+    rng = np.random.default_rng(8)
+    steps = rotations.axis_angle_to_quat(np.cumsum(0.05 * rng.normal(size=(50, 3)), axis=0))
+    flipped = steps * np.where(rng.random((50, 1)) < 0.5, -1.0, 1.0)
+    smooth = rotations.quat_continuous(flipped)
+    assert np.all(np.sum(smooth[1:] * smooth[:-1], axis=-1) > 0)
+    assert np.allclose(rotations.quat_to_matrix(smooth), rotations.quat_to_matrix(flipped))
