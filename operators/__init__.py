@@ -7,13 +7,27 @@ from . import check_setup, export, import_clip, jobs
 CLASSES = check_setup.CLASSES + jobs.CLASSES + import_clip.CLASSES + export.CLASSES
 
 
+def draw_import_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    """File > Import entry, where animators look for importers first."""
+    self.layout.operator(import_clip.AVATAR_OT_import_clip.bl_idname, text="Avatar Capture Motion Clip (.npz)")
+
+
+def draw_export_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    """File > Export entry for the active avatar (FBX, glTF, BVH)."""
+    self.layout.operator(export.AVATAR_OT_export.bl_idname, text="Avatar Capture Avatar (.fbx/.glb/.bvh)")
+
+
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     jobs.register_handlers()
+    bpy.types.TOPBAR_MT_file_import.append(draw_import_menu)
+    bpy.types.TOPBAR_MT_file_export.append(draw_export_menu)
 
 
 def unregister() -> None:
+    bpy.types.TOPBAR_MT_file_export.remove(draw_export_menu)
+    bpy.types.TOPBAR_MT_file_import.remove(draw_import_menu)
     jobs.unregister_handlers()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from avatar_capture.core import rest_pose
 from avatar_capture.core.body import anny_body, jobs, models
@@ -14,8 +15,6 @@ from avatar_capture.core.landmarks import COCO17, LANDMARK_NAMES
 from avatar_capture.core.rig import load_rig
 from avatar_capture.core.rotations import axis_angle_to_quat, quat_to_matrix
 from avatar_capture.core.settings import ComputeSettings
-
-torch = pytest.importorskip("torch")
 
 
 def identity(frames, joints):

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import smplx
 import torch
 
 from avatar_capture.core.body import models, smpl_body
 from avatar_capture.core.errors import AvatarCaptureError
 from avatar_capture.core.landmarks import LANDMARK_NAMES
 from avatar_capture.core.settings import ComputeSettings
-
-smplx = pytest.importorskip("smplx")
 
 # SMPL joints in SMPL's frame (metres, Y up, +Z forward, +X the body's left), T-pose.
 SMPL_JOINTS = np.array([

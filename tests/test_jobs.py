@@ -5,7 +5,6 @@ folder goes on its PYTHONPATH and AVATAR_CAPTURE_TEST_JOBS=1 (see core/jobs/regi
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -202,8 +201,6 @@ def test_package_root_finds_the_package_from_any_folder_name(settings: ComputeSe
     assert package_root(settings.cache_path) == root  # the second call reuses the link
 
 
-@pytest.mark.skipif(importlib.util.find_spec("avatar_capture.core.body.jobs") is None,
-                    reason="core/body/jobs.py (helper A) is not there yet")
 def test_real_body_build_job_streams_progress() -> None:
     """The real first job through the real worker (warm when the persistent Anny cache is)."""
     settings = ComputeSettings(device="cpu")

@@ -8,7 +8,6 @@ worker) is real.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-bpy = pytest.importorskip("bpy")
+import bpy
 import addon_utils  # noqa: E402  (Blender's module, importable once bpy is)
 
 from avatar_capture.core.jobs.registry import TEST_JOBS_ENV  # noqa: E402
@@ -24,7 +23,6 @@ from avatar_capture.core.settings import ComputeSettings  # noqa: E402
 
 ADDON = "avatar_capture"
 TESTS_DIR = Path(__file__).resolve().parent
-OTHER_OPERATORS = ("import_clip", "export")  # written by other helpers
 
 
 def _raise(exc: Exception) -> None:
@@ -35,9 +33,6 @@ def _raise(exc: Exception) -> None:
 def addon(monkeypatch: pytest.MonkeyPatch):
     """The add-on enabled the way Blender enables it (so its preferences exist), in a
     factory-fresh empty file; disabled again afterwards."""
-    missing = [m for m in OTHER_OPERATORS if importlib.util.find_spec(f"{ADDON}.operators.{m}") is None]
-    if missing:
-        pytest.skip(f"operators/{', '.join(missing)} (other helpers) not written yet")
     bpy.ops.wm.read_factory_settings(use_empty=True)
     module = addon_utils.enable(ADDON, default_set=True, handle_error=_raise)
     assert module is not None
@@ -285,8 +280,6 @@ def test_cancel_ends_the_job_and_leaves_the_scene_untouched(test_operators, tmp_
     assert len(bpy.data.objects) == objects_before and not output.exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("avatar_capture.core.body.jobs") is None,
-                    reason="core/body/jobs.py (helper A) is not there yet")
 def test_build_body_operator_runs_the_real_job(addon) -> None:
     prefs().device = "cpu"
     t0 = time.perf_counter()
@@ -295,3 +288,16 @@ def test_build_body_operator_runs_the_real_job(addon) -> None:
     job = bpy.context.scene.avatar_capture.job
     assert (job.stage, job.fraction, job.last_error, job.running) == ("Done", 1.0, "", False)
     assert "Building the body" in Path(job.log_path).read_text()
+
+
+def test_file_menus_offer_clip_import_and_avatar_export(addon) -> None:
+    """File > Import / Export list our operators while enabled, and not after disabling."""
+    def operators_in(menu) -> set[str]:
+        return {getattr(func, "__name__", "") for func in menu.draw._draw_funcs}
+
+    assert "draw_import_menu" in operators_in(bpy.types.TOPBAR_MT_file_import)
+    assert "draw_export_menu" in operators_in(bpy.types.TOPBAR_MT_file_export)
+    addon_utils.disable(ADDON, default_set=True, handle_error=_raise)
+    assert "draw_import_menu" not in operators_in(bpy.types.TOPBAR_MT_file_import)
+    assert "draw_export_menu" not in operators_in(bpy.types.TOPBAR_MT_file_export)
+    addon_utils.enable(ADDON, default_set=True, handle_error=_raise)  # the fixture disables it again
