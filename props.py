@@ -1,9 +1,11 @@
-"""Scene properties of the add-on: ``scene.avatar_capture``.
+"""Runtime job state of the add-on: ``window_manager.avatar_capture_job``.
 
-Job state lives here (``scene.avatar_capture.job``) so the sidebar can draw the stage,
-the progress bar and the last error with the path of its log. Whether a job is
-really running is decided by the runtime job registry in operators/jobs.py, not by
-``job.running``: a saved file may carry a stale True, which loading clears.
+The sidebar draws the running job's stage, progress bar and message, and the last
+error with the path of its log, from here. It lives on the window manager, not on
+the scene, because it describes this Blender session rather than the user's data:
+a running or cancelled job then never changes the scene, never enters the undo
+history and never marks the file as modified. Whether a job is really running is
+decided by the runtime job registry in operators/jobs.py, not by ``running``.
 """
 from __future__ import annotations
 
@@ -23,20 +25,11 @@ class AvatarJobProps(bpy.types.PropertyGroup):
                              subtype="FILE_PATH", options=set())
 
 
-class AvatarSceneProps(bpy.types.PropertyGroup):
-    job: PointerProperty(type=AvatarJobProps)
-
-
-CLASSES = (AvatarJobProps, AvatarSceneProps)
-
-
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-    bpy.types.Scene.avatar_capture = PointerProperty(type=AvatarSceneProps)
+    bpy.utils.register_class(AvatarJobProps)
+    bpy.types.WindowManager.avatar_capture_job = PointerProperty(type=AvatarJobProps)
 
 
 def unregister() -> None:
-    del bpy.types.Scene.avatar_capture
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    del bpy.types.WindowManager.avatar_capture_job
+    bpy.utils.unregister_class(AvatarJobProps)

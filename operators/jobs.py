@@ -59,7 +59,7 @@ def worker_extra_paths(settings: ComputeSettings) -> list[str]:
 
 
 def _job_props(context: bpy.types.Context):
-    return context.scene.avatar_capture.job
+    return context.window_manager.avatar_capture_job
 
 
 def _redraw_sidebars(context: bpy.types.Context) -> None:
@@ -237,11 +237,11 @@ def _cancel_job_before_load(_dummy: object) -> None:
 
 @bpy.app.handlers.persistent
 def _forget_stale_job_state(_dummy: object) -> None:
-    """A file saved while a job ran carries running=True; no job survives a load."""
-    for scene in bpy.data.scenes:
-        props = getattr(scene, "avatar_capture", None)
-        if props is not None and props.job.running:
-            props.job.running = False
+    """A file saved while a job ran may carry running=True; no job survives a load."""
+    for window_manager in bpy.data.window_managers:
+        job = getattr(window_manager, "avatar_capture_job", None)
+        if job is not None and job.running:
+            job.running = False
 
 
 _HANDLERS = ((bpy.app.handlers.load_pre, _cancel_job_before_load), (bpy.app.handlers.load_post, _forget_stale_job_state))

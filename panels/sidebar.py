@@ -30,7 +30,7 @@ class VIEW3D_PT_avatar_capture(bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        job = context.scene.avatar_capture.job
+        job = context.window_manager.avatar_capture_job
         if active_runner() is not None:
             box = layout.box()
             box.label(text=job.title, icon="SORTTIME")

@@ -225,7 +225,7 @@ def test_operator_builds_the_body_in_a_worker_and_imports_it(scene, addon, rig, 
     clip = random_clip(rig, 30, seed=6)
     path = save_clip(clip, tmp_path / "walk.npz")
     assert bpy.ops.avatar.import_clip(filepath=str(path)) == {"FINISHED"}
-    job = scene.avatar_capture.job
+    job = bpy.context.window_manager.avatar_capture_job
     assert job.stage == "Done" and Path(job.log_path).is_file()  # the body came from a worker job
     armature = bpy.context.view_layer.objects.active
     (body,) = armature.children

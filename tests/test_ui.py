@@ -132,7 +132,7 @@ def draw_sidebar() -> list:
     from avatar_capture.panels.sidebar import VIEW3D_PT_avatar_capture
 
     calls: list = []
-    context = SimpleNamespace(scene=bpy.context.scene, region=SimpleNamespace(width=300),
+    context = SimpleNamespace(window_manager=bpy.context.window_manager, region=SimpleNamespace(width=300),
                               preferences=bpy.context.preferences)
     VIEW3D_PT_avatar_capture.draw(SimpleNamespace(layout=RecordingLayout(calls)), context)
     return calls
@@ -156,7 +156,7 @@ def test_sidebar_panel_draws_actions_job_progress_and_errors(addon, monkeypatch:
         getattr(getattr(bpy.ops, group), name).get_rna_type()
     assert not [c for c in idle if c[0] == "progress"]
 
-    job = bpy.context.scene.avatar_capture.job
+    job = bpy.context.window_manager.avatar_capture_job
     job.title, job.stage, job.fraction, job.message = "Build body model", "Building Anny cache", 0.4, "shapes"
     monkeypatch.setattr(sidebar, "active_runner", lambda: object())
     running = draw_sidebar()
@@ -205,7 +205,7 @@ def test_job_operator_execute_runs_a_real_job(test_operators) -> None:
     objects_before = len(bpy.data.objects)
     assert bpy.ops.avatar.test_count(steps=4) == {"FINISHED"}
     assert "counted_4" in bpy.context.scene.objects and len(bpy.data.objects) == objects_before + 1
-    job = bpy.context.scene.avatar_capture.job
+    job = bpy.context.window_manager.avatar_capture_job
     assert (job.running, job.stage, job.fraction, job.last_error) == (False, "Done", 1.0, "")
     assert Path(job.log_path).is_file() and "Counting" in Path(job.log_path).read_text()
 
@@ -214,7 +214,7 @@ def test_job_operator_reports_user_error_with_log_path(test_operators) -> None:
     objects_before = len(bpy.data.objects)
     with pytest.raises(RuntimeError, match=r"/data/clip.npz: missing field 'fps' \(log: .*log.txt\)"):
         bpy.ops.avatar.test_user_error()
-    job = bpy.context.scene.avatar_capture.job
+    job = bpy.context.window_manager.avatar_capture_job
     assert job.stage == "Failed" and "missing field 'fps'" in job.last_error and not job.running
     assert len(bpy.data.objects) == objects_before
 
@@ -260,9 +260,10 @@ def test_cancel_ends_the_job_and_leaves_the_scene_untouched(test_operators, tmp_
 
     output = tmp_path / "out.txt"
     objects_before = len(bpy.data.objects)
+    scene_before = list(bpy.context.scene.keys())  # the scene's own ID properties (job state must not land here)
     harness = ModalHarness({"output": str(output), "seconds": 30, "helper_pid_file": str(tmp_path / "pid")})
     harness.wait_for_progress()
-    job = bpy.context.scene.avatar_capture.job
+    job = bpy.context.window_manager.avatar_capture_job
     assert job.running and job.stage == "Writing"
     assert not bpy.ops.avatar.build_body.poll(), "a second job must wait for the first"
 
@@ -278,6 +279,7 @@ def test_cancel_ends_the_job_and_leaves_the_scene_untouched(test_operators, tmp_
     assert jobs.active_runner() is None and bpy.ops.avatar.build_body.poll()
     assert not job.running and job.stage == "Cancelled"
     assert len(bpy.data.objects) == objects_before and not output.exists()
+    assert list(bpy.context.scene.keys()) == scene_before
 
 
 def test_build_body_operator_runs_the_real_job(addon) -> None:
@@ -285,7 +287,7 @@ def test_build_body_operator_runs_the_real_job(addon) -> None:
     t0 = time.perf_counter()
     assert bpy.ops.avatar.build_body() == {"FINISHED"}
     print(f"Build body model (execute, warm cache): {time.perf_counter() - t0:.2f} s")
-    job = bpy.context.scene.avatar_capture.job
+    job = bpy.context.window_manager.avatar_capture_job
     assert (job.stage, job.fraction, job.last_error, job.running) == ("Done", 1.0, "", False)
     assert "Building the body" in Path(job.log_path).read_text()
 
