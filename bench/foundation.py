@@ -17,6 +17,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+_REGISTER = """
+import json, time
+import bpy
+t0 = time.perf_counter()
+import avatar_capture
+avatar_capture.register()
+t1 = time.perf_counter()
+avatar_capture.unregister()
+t2 = time.perf_counter()
+print(json.dumps({"import_register_s": t1 - t0, "unregister_s": t2 - t1}))
+"""
+
 _ANNY_START = """
 import json, sys, time
 from avatar_capture.core.settings import ComputeSettings
@@ -29,13 +41,13 @@ print(json.dumps({"import_torch_anny_s": t1 - t0, "model_s": t2 - t1, "rig_s": t
 """
 
 
-def _anny_start(cache_dir: str) -> dict:
-    """Anny model load and rig build in a fresh process (what a worker job pays)."""
+def _fresh_process(script: str, *args: str) -> dict:
+    """Run a timing script in a new interpreter (nothing imported yet) and return its figures."""
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", _ANNY_START, cache_dir], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script, *args], check=True, capture_output=True, text=True)
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     figures["process_s"] = time.perf_counter() - started
-    return {key: round(value, 3) for key, value in figures.items()}
+    return {key: round(value, 4) for key, value in figures.items()}
 
 
 def _timed(function, *args) -> float:
@@ -67,12 +79,13 @@ def _measure(args: argparse.Namespace) -> dict:
     settings = ComputeSettings()
     figures: dict = {"frames": args.frames}
     cached_rig(settings)  # warm the caches the timings below assume
-    figures["register_unregister_s"] = round(
+    figures["register_fresh_process"] = _fresh_process(_REGISTER)
+    figures["register_unregister_again_s"] = round(
         _timed(avatar_capture.register) + _timed(avatar_capture.unregister), 4)
-    figures["anny_warm"] = _anny_start(str(settings.cache_path))
+    figures["anny_warm"] = _fresh_process(_ANNY_START, str(settings.cache_path))
     if args.cold:
         with tempfile.TemporaryDirectory() as cold_cache:
-            figures["anny_cold"] = _anny_start(cold_cache)
+            figures["anny_cold"] = _fresh_process(_ANNY_START, cold_cache)
 
     started = time.perf_counter()
     rig, _ = cached_rig(settings)

@@ -131,7 +131,7 @@ def test_warm_start_prunes_the_cache(warm_settings):
     (stale / "v14").mkdir(parents=True)
     reports = []
     info = anny_body.ensure_anny_cache(warm_settings, lambda *event: reports.append(event))
-    assert info["built"] is False and info["seconds"] < 30
+    assert info["built"] is False
     assert sorted(cache.glob("v*/*.safetensors")) == compact
     assert not stale.exists() and not list(cache.glob(".staging-*"))
     assert reports[0][:2] == ("Loading Anny", 0.0) and reports[-1][:2] == ("Loading Anny", 1.0)

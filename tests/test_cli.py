@@ -47,14 +47,16 @@ def demo_dir(tmp_path_factory) -> Path:
     return out
 
 
-def test_help_is_fast_and_lists_the_commands():
-    started = time.perf_counter()
+def test_help_lists_the_commands_without_loading_heavy_modules():
     result = run("--help")
-    seconds = time.perf_counter() - started
     assert result.returncode == 0
     for command in ("body", "import", "demo", "--body-model", "--cache-dir"):
         assert command in result.stdout
-    assert seconds < 5.0  # bpy, torch and anny are not imported for --help
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom avatar_capture import cli\ncli.build_parser()\n"
+         "print(sorted(m for m in ('bpy', 'torch', 'anny') if m in sys.modules))"],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "[]"  # so `avatarcap --help` stays quick
     for sub in (["body", "build"], ["import"], ["demo"]):
         result = run(*sub, "--help")
         assert result.returncode == 0 and "usage: avatarcap" in result.stdout

@@ -30,7 +30,6 @@ from avatar_capture.core.rest_pose import rebase_clip, rebase_rig, rest_frames_f
 FRAMES = 40
 TOLERANCE = 1e-3  # metres
 MESH_FRAMES = (0, 13, 27, 39)
-TIMED_FRAMES = 300
 ARMS = {"L": ("upperarm01.L", "wrist.L", 1.0), "R": ("upperarm01.R", "wrist.R", -1.0)}
 
 
@@ -219,23 +218,6 @@ def test_unwritable_target_is_a_clear_error(tmp_path, rig, clip, target):
         export_avatar(bpy.context.scene, armature, path, "FBX")
     assert scene_state() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
-
-
-def test_export_times_for_a_300_frame_clip(tmp_path, rig):
-    """Measured times (printed for the report); the bounds only catch pathological slowness."""
-    clip = random_clip(rig, TIMED_FRAMES, seed=3)
-    armature = import_avatar(bpy.context, clip, rig, "Walker")
-    times = {}
-    for file_format, rest_pose in [("FBX", "AS_IS"), ("GLB", "AS_IS"), ("GLTF", "AS_IS"), ("BVH", "AS_IS"),
-                                   ("FBX", "T_POSE")]:
-        path = tmp_path / f"{rest_pose}{FORMAT_EXTENSIONS[file_format]}"
-        started = time.perf_counter()
-        export_avatar(bpy.context.scene, armature, path, file_format, rest_pose)
-        times[f"{file_format} {rest_pose}"] = time.perf_counter() - started
-        assert path.stat().st_size > 0
-    print(f"\nexport of a {TIMED_FRAMES}-frame Anny clip (s): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
-    assert max(times.values()) < 60.0
 
 
 def test_hidden_armature_is_a_clear_error(tmp_path, rig, clip):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import bpy
@@ -60,11 +59,7 @@ def look_at_opencv(eye, target) -> np.ndarray:
 
 
 def test_evaluated_mesh_equals_core_skinning(scene, rig, clip):
-    started = time.perf_counter()
     armature = import_avatar(scene, clip, rig, name="Walker")
-    seconds = time.perf_counter() - started
-    print(f"\nimport of a {CLIP_FRAMES}-frame Anny clip (armature + mesh + action): {seconds:.3f} s")
-    assert seconds < 5.0
 
     (body,) = [child for child in armature.children if child.type == "MESH"]
     frames = rig.pose(clip.rotations, clip.root_translation)

@@ -26,7 +26,7 @@ def settings(tmp_path: Path) -> ComputeSettings:
 
 
 @pytest.fixture(autouse=True)
-def test_jobs_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+def allow_test_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(registry.TEST_JOBS_ENV, "1")
 
 

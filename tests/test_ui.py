@@ -44,7 +44,7 @@ def addon(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def test_operators(addon):
+def fake_job_operators(addon):
     """Job operators over the fake job kinds, registered like any add-on operator."""
     from avatar_capture.operators.jobs import JobOperator
 
@@ -201,7 +201,7 @@ def test_check_setup_names_each_problem(addon, tmp_path: Path) -> None:
     assert lines[2][1].startswith(f"Cache folder {not_a_folder} is not writable")
 
 
-def test_job_operator_execute_runs_a_real_job(test_operators) -> None:
+def test_job_operator_execute_runs_a_real_job(fake_job_operators) -> None:
     objects_before = len(bpy.data.objects)
     assert bpy.ops.avatar.test_count(steps=4) == {"FINISHED"}
     assert "counted_4" in bpy.context.scene.objects and len(bpy.data.objects) == objects_before + 1
@@ -210,7 +210,7 @@ def test_job_operator_execute_runs_a_real_job(test_operators) -> None:
     assert Path(job.log_path).is_file() and "Counting" in Path(job.log_path).read_text()
 
 
-def test_job_operator_reports_user_error_with_log_path(test_operators) -> None:
+def test_job_operator_reports_user_error_with_log_path(fake_job_operators) -> None:
     objects_before = len(bpy.data.objects)
     with pytest.raises(RuntimeError, match=r"/data/clip.npz: missing field 'fps' \(log: .*log.txt\)"):
         bpy.ops.avatar.test_user_error()
@@ -255,7 +255,7 @@ class ModalHarness:
 
 
 @pytest.mark.parametrize("how", ["esc", "cancel_button"])
-def test_cancel_ends_the_job_and_leaves_the_scene_untouched(test_operators, tmp_path: Path, how: str) -> None:
+def test_cancel_ends_the_job_and_leaves_the_scene_untouched(fake_job_operators, tmp_path: Path, how: str) -> None:
     from avatar_capture.operators import jobs
 
     output = tmp_path / "out.txt"
