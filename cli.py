@@ -92,7 +92,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _check_outputs(paths) -> None:
     """Fail before any work when an output folder cannot be written (so nothing is left half done)."""
-    from .blender.export import check_writable
+    from .core.atomic_files import check_writable
 
     for path in paths:
         check_writable(path)
@@ -104,7 +104,8 @@ def _write_scene(clip, rig, name: str, outputs: dict[str, Path], rest_pose: str,
     itself to clip_path when given) atomically, together."""
     import bpy
 
-    from .blender.export import atomic_output, export_avatar, save_blend_copy
+    from .blender.export import export_avatar, save_blend_copy
+    from .core.atomic_files import atomic_output
     from .blender.import_scene import import_avatar
     from .core.clip import save_clip
 

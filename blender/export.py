@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -41,6 +39,7 @@ import bpy
 import numpy as np
 from bpy_extras.io_utils import axis_conversion
 
+from ..core.atomic_files import atomic_output
 from ..core.clip import MotionClip
 from ..core.errors import AvatarCaptureError
 from ..core.rest_pose import rebase_clip, rebase_rig, rest_frames_for
@@ -129,50 +128,6 @@ def save_blend_copy(path: str | Path) -> Path:
         if not target.is_file():
             raise AvatarCaptureError(f"{path}: Blender did not write the file")
     return path
-
-
-def check_writable(path: str | Path) -> None:
-    """Raise AvatarCaptureError naming path unless a file can be created in its folder.
-
-    Creating (and removing) a staging folder is the only reliable test: a
-    permission check alone says yes to root on read-only or virtual file systems.
-    """
-    with atomic_output(Path(path)):
-        pass
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a path with path's name inside a new staging folder next to path.
-
-    When the block ends without an error, every file written into the staging
-    folder (companions such as a glTF's .bin first, path itself last) is moved
-    next to path with os.replace; the staging folder is always removed.
-    """
-    folder = path.parent
-    if not folder.is_dir():
-        raise AvatarCaptureError(f"{path}: the folder {folder} does not exist")
-    if path.is_dir():
-        raise AvatarCaptureError(f"{path}: this is a folder; give a file name")
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=folder))
-    except OSError:
-        raise AvatarCaptureError(f"{path}: the folder {folder} is not writable") from None
-    try:
-        target = staging / path.name
-        yield target
-        if not target.is_file():
-            return
-        try:
-            for written in sorted(p for p in staging.rglob("*") if p.is_file() and p != target):
-                destination = folder / written.relative_to(staging)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(written, destination)
-            os.replace(target, path)
-        except OSError as exc:
-            raise AvatarCaptureError(f"{path}: could not move the finished file into place ({exc})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _run_exporter(file_format: str, target: Path, path: Path, scene: bpy.types.Scene,

@@ -7,14 +7,13 @@ file from elsewhere cannot run code.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic_files import atomic_output
 from .errors import FileFormatError
 
 _KIND_WORDS = {"f": "floating-point", "i": "integer", "U": "text"}
@@ -81,31 +80,8 @@ def check_fields(path: str | Path, arrays: dict[str, np.ndarray], fields: tuple[
 
 
 def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write arrays to path through a temporary file in the same folder, then rename.
-
-    A crash or a full disk leaves either the old file or none, never a truncated one.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileFormatError(path, "the folder does not exist")
-    if not os.access(folder, os.W_OK):
-        raise FileFormatError(path, "the folder is not writable")
-    try:
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise FileFormatError(path, f"cannot write here ({exc.strerror})") from None
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        with os.fdopen(handle, "wb") as stream:
+    """Write arrays to path atomically (see atomic_files): a reader never sees half a file."""
+    with atomic_output(path) as target:
+        with open(target, "wb") as stream:
             np.savez(stream, **arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
