@@ -1,6 +1,6 @@
 """The motion clip file: one versioned ``.npz`` that capture, retarget, import and export share.
 
-Format "avatar-capture/motion", version 1. World frame = Blender's (metres,
+Format "avatar-capture/motion", version 2 (version 1 files still load). World frame = Blender's (metres,
 Z up, -Y forward, ground at Z = 0); cameras in the OpenCV convention (x right,
 y down, z forward) with explicit world_to_cam matrices; quaternions wxyz.
 
@@ -20,8 +20,16 @@ Fields (T frames, J joints, L landmarks, S shape parameters):
   body_shape_names (S,), body_shape (S,)
                                   the body model's shape parameters
 
-Later versions add fields; unknown fields are kept in ``extras`` and written
-back, so a tool that does not know a newer field does not drop it.
+Version 2 adds what a capture observed, all optional (K = 33 BlazePose keypoints):
+  keypoints_2d (T, K, 2)          detected keypoints in pixels of the upright video, NaN where lost
+  keypoints_2d_visibility (T, K)  0..1
+  keypoints_2d_names (K,)
+  frame_confidence (T,)           0..1, how much the fit of each frame is backed by detections
+  frame_lost (T,)                 True where the subject was not found (the motion is bridged there)
+  source_video ()                 the captured video's path
+  source_frames (T,)              video frame number of each clip frame
+They are validated on load and live in ``extras`` with any unknown (newer) field;
+extras are written back, so a tool that does not know a newer field does not drop it.
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ from .npz_schema import Field, check_fields, load_npz, save_npz_atomic
 from .skeleton import SKELETON_FIELDS, Skeleton
 
 CLIP_FORMAT = "avatar-capture/motion"
-CLIP_VERSION = 1
+CLIP_VERSION = 2
 CAMERA_FIELDS = ("camera_K", "camera_world_to_cam", "camera_image_size")
 
 _CLIP_FIELDS = (Field("fps", "f", ()),) + SKELETON_FIELDS + (
@@ -51,6 +59,15 @@ _CLIP_FIELDS = (Field("fps", "f", ()),) + SKELETON_FIELDS + (
     Field("body_model", "U", ()),
     Field("body_shape_names", "U", ("S",)),
     Field("body_shape", "f", ("S",)),
+)
+CAPTURE_FIELDS = (
+    Field("keypoints_2d", "f", ("T", "K", 2), optional=True, allow_nan=True),
+    Field("keypoints_2d_visibility", "f", ("T", "K"), optional=True),
+    Field("keypoints_2d_names", "U", ("K",), optional=True),
+    Field("frame_confidence", "f", ("T",), optional=True),
+    Field("frame_lost", "b", ("T",), optional=True),
+    Field("source_video", "U", (), optional=True),
+    Field("source_frames", "i", ("T",), optional=True),
 )
 _KNOWN = {f.name for f in _CLIP_FIELDS} | {"format", "version"}
 
@@ -120,7 +137,7 @@ def save_clip(clip: MotionClip, path: str | Path) -> Path:
 def load_clip(path: str | Path) -> MotionClip:
     """Read and validate a clip; FileFormatError names the file and the offending field."""
     arrays = load_npz(path, CLIP_FORMAT, CLIP_VERSION)
-    dims = check_fields(path, arrays, _CLIP_FIELDS)
+    dims = check_fields(path, arrays, _CLIP_FIELDS + CAPTURE_FIELDS)
     if dims["T"] < 1:
         raise FileFormatError(path, "the clip has no frames", "rotations")
     fps = float(arrays["fps"])

@@ -16,7 +16,7 @@ import numpy as np
 from .atomic_files import atomic_output
 from .errors import FileFormatError
 
-_KIND_WORDS = {"f": "floating-point", "i": "integer", "U": "text"}
+_KIND_WORDS = {"f": "floating-point", "i": "integer", "U": "text", "b": "true/false"}
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Field:
     kind: str
     shape: tuple[str | int, ...]
     optional: bool = False
+    allow_nan: bool = False  # NaN marks "not observed" (e.g. keypoints of a lost frame)
 
 
 def load_npz(path: str | Path, format_name: str, max_version: int) -> dict[str, np.ndarray]:
@@ -74,8 +75,11 @@ def check_fields(path: str | Path, arrays: dict[str, np.ndarray], fields: tuple[
                 raise FileFormatError(
                     path, f"shape {value.shape} does not match the expected {field.shape} with {dims}", field.name
                 )
-        if field.kind == "f" and not np.all(np.isfinite(value)):
-            raise FileFormatError(path, "contains NaN or infinite values", field.name)
+        if field.kind == "f":
+            bad = np.isinf(value) if field.allow_nan else ~np.isfinite(value)
+            if np.any(bad):
+                raise FileFormatError(path, "contains infinite values" if field.allow_nan
+                                      else "contains NaN or infinite values", field.name)
     return dims
 
 

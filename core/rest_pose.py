@@ -32,23 +32,24 @@ A_POSE_DEGREES = 45.0  # arms this far below horizontal
 
 # Named joints of each body model: "{side}" is filled with the model's side names.
 # shoulder..wrist is the arm chain (plus hand_end where the model has a separate
-# hand bone); hip..ankle the leg chain, the ankle bone being the foot.
+# hand bone); hip..ankle the leg chain, the ankle bone being the foot;
+# spine_base..chest the spine chain, neck..head the neck chain.
 BODY_JOINTS: dict[str, dict[str, str]] = {
     "anny": {
         "shoulder": "upperarm01.{side}", "elbow": "lowerarm01.{side}", "wrist": "wrist.{side}",
         "hip": "upperleg01.{side}", "knee": "lowerleg01.{side}", "ankle": "foot.{side}",
-        "spine": "spine03",
+        "spine": "spine03", "spine_base": "spine05", "chest": "spine01", "neck": "neck01", "head": "head",
     },
     "smpl": {
         "shoulder": "{side}_shoulder", "elbow": "{side}_elbow", "wrist": "{side}_wrist",
         "hand_end": "{side}_hand",
         "hip": "{side}_hip", "knee": "{side}_knee", "ankle": "{side}_ankle",
-        "spine": "spine2",
+        "spine": "spine2", "spine_base": "spine1", "chest": "spine3", "neck": "neck", "head": "head",
     },
     "smplx": {
         "shoulder": "{side}_shoulder", "elbow": "{side}_elbow", "wrist": "{side}_wrist",
         "hip": "{side}_hip", "knee": "{side}_knee", "ankle": "{side}_ankle",
-        "spine": "spine2",
+        "spine": "spine2", "spine_base": "spine1", "chest": "spine3", "neck": "neck", "head": "head",
     },
 }
 SIDE_NAMES = {"anny": {"left": "L", "right": "R"}, "smpl": {"left": "left", "right": "right"},

@@ -73,6 +73,38 @@ class RiggedBody:
         """Posed landmarks (T, L, 3) in metres, in landmark_names order."""
         return kinematics.regress_landmarks(self.deformation(frames_world), self.landmark_bone_points)
 
+    def reduced(self, keep: list[int]) -> tuple["RiggedBody", np.ndarray]:
+        """This rig with only the joints `keep` (the root always kept), and their indices (K,) in this rig.
+
+        A dropped joint stays at its rest pose relative to its nearest kept
+        ancestor, so its deformation equals that ancestor's: skin weights and
+        landmark bone points fold onto the ancestor and the reduced rig skins and
+        regresses landmarks exactly like the full one posed with identity
+        rotations on the dropped joints. Fitting turns few joints, and a small
+        skeleton makes each evaluation cheap.
+        """
+        s = self.skeleton
+        kept = np.array(sorted(set(int(j) for j in keep) | {0}))
+        position = np.full(len(s.parents), -1)
+        position[kept] = np.arange(len(kept))
+        owner = np.arange(len(s.parents))  # nearest kept ancestor (or self)
+        for j in range(1, len(s.parents)):
+            owner[j] = j if position[j] >= 0 else owner[s.parents[j]]
+        parents = np.array([-1] + [position[owner[s.parents[j]]] for j in kept[1:]])
+        skeleton = Skeleton(
+            joint_names=tuple(s.joint_names[j] for j in kept), parents=parents,
+            rest_frames_world=s.rest_frames_world[kept], bone_lengths=s.bone_lengths[kept],
+        )
+        bone_points = np.zeros((len(self.landmark_names), len(kept), 4))
+        np.add.at(bone_points, (slice(None), position[owner]), self.landmark_bone_points)
+        rig = RiggedBody(
+            body_model=self.body_model, shape_names=self.shape_names, shape_values=self.shape_values,
+            skeleton=skeleton, vertices_rest=self.vertices_rest, faces=self.faces,
+            skin_indices=position[owner][self.skin_indices], skin_weights=self.skin_weights,
+            landmark_names=self.landmark_names, landmark_bone_points=bone_points,
+        )
+        return rig, kept
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             "format": np.array(RIG_FORMAT),
@@ -88,6 +120,14 @@ class RiggedBody:
             "landmark_names": np.array(self.landmark_names, dtype=str),
             "landmark_bone_points": np.asarray(self.landmark_bone_points, dtype=np.float64),
         }
+
+
+def expand_rotations(rotations: np.ndarray, kept: np.ndarray, joint_count: int) -> np.ndarray:
+    """Rotations (T, joint_count, 4) of the full rig from a reduced rig's (T, K, 4); dropped joints at rest."""
+    full = np.zeros(rotations.shape[:-2] + (joint_count, 4))
+    full[..., 0] = 1.0
+    full[..., kept, :] = rotations
+    return full
 
 
 def save_rig(rig: RiggedBody, path: str | Path) -> Path:

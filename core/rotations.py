@@ -84,6 +84,17 @@ def axis_angle_to_quat(axis_angle: np.ndarray) -> np.ndarray:
     return np.concatenate((np.cos(half), v * scale), axis=-1)
 
 
+def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
+    """Rotation vectors (..., 3) (axis times angle in radians, angle <= pi) from quaternions (..., 4)."""
+    q = quat_normalize(q)
+    q = np.where(q[..., :1] < 0, -q, q)
+    sin_half = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(sin_half, q[..., :1])
+    # angle / sin(half), with its limit 2 at angle 0.
+    scale = np.where(sin_half > 1e-12, angle / np.maximum(sin_half, 1e-12), 2.0)
+    return q[..., 1:] * scale
+
+
 def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Smallest rotation matrices (..., 3, 3) turning directions a onto b (both (..., 3))."""
     a = np.asarray(a, dtype=np.float64)

@@ -52,11 +52,56 @@ def test_round_trip_keeps_every_field(tmp_path):
 
 def test_unknown_fields_survive_a_round_trip(tmp_path):
     arrays = small_clip().to_arrays()
-    arrays["keypoints_2d"] = np.ones((5, 33, 3))
+    arrays["hand_poses"] = np.ones((5, 33, 3))
     np.savez(tmp_path / "newer.npz", **arrays)
     loaded = clipmod.load_clip(tmp_path / "newer.npz")
     clipmod.save_clip(loaded, tmp_path / "again.npz")
-    assert np.array_equal(clipmod.load_clip(tmp_path / "again.npz").extras["keypoints_2d"], np.ones((5, 33, 3)))
+    assert np.array_equal(clipmod.load_clip(tmp_path / "again.npz").extras["hand_poses"], np.ones((5, 33, 3)))
+
+
+def capture_fields(frames: int = 5) -> dict[str, np.ndarray]:
+    keypoints = np.full((frames, 33, 2), 100.0)
+    keypoints[2] = np.nan  # a lost frame
+    return dict(
+        keypoints_2d=keypoints, keypoints_2d_visibility=np.ones((frames, 33)),
+        keypoints_2d_names=np.array([f"k{i}" for i in range(33)]),
+        frame_confidence=np.linspace(0, 1, frames), frame_lost=np.arange(frames) == 2,
+        source_video=np.array("/videos/walk.mp4"), source_frames=np.arange(frames) + 10,
+    )
+
+
+def test_capture_fields_round_trip_with_nan_for_lost_frames(tmp_path):
+    arrays = small_clip().to_arrays()
+    arrays.update(capture_fields())
+    np.savez(tmp_path / "capture.npz", **arrays)
+    clipmod.save_clip(clipmod.load_clip(tmp_path / "capture.npz"), tmp_path / "again.npz")
+    extras = clipmod.load_clip(tmp_path / "again.npz").extras
+    assert np.isnan(extras["keypoints_2d"][2]).all() and np.all(extras["keypoints_2d"][3] == 100.0)
+    assert extras["frame_lost"].tolist() == [False, False, True, False, False]
+    assert int(extras["source_frames"][0]) == 10 and str(extras["source_video"]) == "/videos/walk.mp4"
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("keypoints_2d", np.ones((4, 33, 2)), "does not match"),
+    ("keypoints_2d", np.full((5, 33, 2), np.inf), "infinite"),
+    ("frame_confidence", np.full(5, np.nan), "NaN"),
+    ("frame_lost", np.zeros(5), "true/false"),
+])
+def test_bad_capture_fields_are_named(tmp_path, name, value, words):
+    arrays = small_clip().to_arrays()
+    arrays.update(capture_fields())
+    arrays[name] = value
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(FileFormatError, match=words) as caught:
+        clipmod.load_clip(tmp_path / "bad.npz")
+    assert caught.value.field == name
+
+
+def test_version_1_files_still_load(tmp_path):
+    arrays = small_clip().to_arrays()
+    arrays["version"] = np.array(1)
+    np.savez(tmp_path / "v1.npz", **arrays)
+    assert clipmod.load_clip(tmp_path / "v1.npz").frame_count == 5
 
 
 def write_with(tmp_path, **changes):
