@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 
-HEIGHT_LIMIT_M = 0.06  # a foot point this close to the ground may be in contact
-SPEED_LIMIT_M_S = 0.35  # and it must move slower than this
+HEIGHT_LIMIT_M = 0.05  # a foot point this close to its standing height may be in contact
+SPEED_LIMIT_M_S = 0.5  # and it must move slower than this
 
 
-def detect_contacts(foot_points_world: np.ndarray, fps: float, ground_z: float = 0.0) -> np.ndarray:
+def detect_contacts(foot_points_world: np.ndarray, fps: float, rest_heights: np.ndarray | None = None) -> np.ndarray:
     """Contacts (T, P) as 0/1 for foot points (T, P, 3) world metres (heels and toes, CONTACT_NAMES order).
 
-    A point is in contact when it is within HEIGHT_LIMIT_M of the ground (relative
-    to the lowest it gets, so a slightly floating fit still finds its contacts)
-    and slower than SPEED_LIMIT_M_S; one-frame gaps and one-frame blips are closed.
+    A point is in contact when it is within HEIGHT_LIMIT_M of its height when
+    standing flat (rest_heights (P,), metres above the sole; 0 when not given),
+    measured from the ground or from the lowest the point gets (so a slightly
+    floating fit still finds its contacts), and slower than SPEED_LIMIT_M_S;
+    one-frame gaps and one-frame blips are closed.
     """
     points = np.asarray(foot_points_world, dtype=np.float64)
-    height = points[..., 2] - min(ground_z, np.percentile(points[..., 2], 2))
+    standing = np.zeros(points.shape[1]) if rest_heights is None else np.asarray(rest_heights)
+    above = points[..., 2] - standing
+    height = above - min(0.0, np.percentile(above, 2))
     speed = np.zeros(height.shape)
     if len(points) > 1:
         step = np.linalg.norm(np.diff(points, axis=0), axis=-1) * fps

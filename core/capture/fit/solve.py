@@ -47,7 +47,7 @@ class FitWeights:
     reprojection: float = 1.0
     reprojection_sigma: float = 5.0
     directions: float = 20.0
-    contact_slide: float = 3e4
+    contact_slide: float = 3e5
     contact_height: float = 3e3
     penetration: float = 3e4
     focal: float = 20.0
@@ -199,6 +199,8 @@ class _Problem:
             loss = self.loss(stage)
             loss.backward()
             optimiser.step()
+            if stage == "ground" and i == iterations // 2:
+                self.contacts = self._detect_contacts()  # again, on the steadier feet
             if i % 10 == 0:
                 tick(i)
         log.info("fit stage %s: loss %.4f after %d iterations", stage, float(loss.detach()), iterations)
@@ -208,7 +210,8 @@ class _Problem:
 
         with torch.no_grad():
             _, landmarks = self.evaluate()
-        return torch.tensor(detect_contacts(landmarks[:, _FOOT].numpy(), self.fps), dtype=torch.float32)
+        contacts = detect_contacts(landmarks[:, _FOOT].numpy(), self.fps, self.foot_heights.numpy())
+        return torch.tensor(contacts, dtype=torch.float32)
 
     def result(self, rig: RiggedBody, kept: np.ndarray) -> FitResult:
         local, landmarks = self.evaluate()
@@ -229,7 +232,7 @@ class _Problem:
         return FitResult(
             rotations=expand_rotations(quats, kept, len(rig.skeleton.parents)),
             root_translation=_low_pass(self.root).numpy().astype(np.float64),
-            contacts=detect_contacts(landmarks[:, _FOOT].numpy(), self.fps),
+            contacts=detect_contacts(landmarks[:, _FOOT].numpy(), self.fps, self.foot_heights.numpy()),
             K=K, world_to_cam=world_to_cam, confidence=confidence, reprojection_px=per_frame,
         )
 
