@@ -1,8 +1,9 @@
 # Avatar Capture. The two set-up commands are `make demo` and `make test`; both create .venv
-# from the pinned requirements.txt first if needed (again whenever requirements.txt or
-# pyproject.toml change).
+# from the pinned requirements.txt and requirements-nodeps.txt (mediapipe, installed without its
+# conflicting declared dependencies) first if needed (again whenever one of them or
+# pyproject.toml changes).
 #
-#   make demo        build the Anny body, make a short walk, write out/demo.{npz,blend,fbx,glb}
+#   make demo        capture assets/demo_capture.mp4: out/demo.{npz,blend,fbx,glb} and out/demo_overlay.mp4
 #   make test        run every test (pytest)
 #   make extension   build the Blender extension zip into dist/ (tools/build_extension.py)
 #   make clean       remove build outputs; `make distclean` also removes .venv, .cache and wheels
@@ -22,11 +23,12 @@ export AVATAR_CAPTURE_CACHE ?= $(CURDIR)/.cache
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: bpy 5.0.1 exists for Python 3.11 only" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==$(PIP_VERSION)
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -1,4 +1,4 @@
-"""``avatarcap``: the command line for Avatar Capture (body cache, clip import/export, demo).
+"""``avatarcap``: the command line for Avatar Capture (body cache, capture, clip import/export, demo).
 
 Why a CLI: the same steps as the Blender UI, scriptable on a farm or in CI,
 with Blender running inside as a module (``bpy``). bpy, torch and anny are
@@ -21,7 +21,9 @@ import traceback
 from contextlib import ExitStack, redirect_stdout
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
+from .core.capture.options import QUALITY_PRESETS
 from .core.errors import AvatarCaptureError
 from .core.settings import BODY_MODELS, DEVICES, ComputeSettings, default_cache_dir
 
@@ -29,6 +31,7 @@ PROG = "avatarcap"
 REST_POSES = {"as-is": "AS_IS", "t-pose": "T_POSE", "a-pose": "A_POSE"}
 EXIT_USER_ERROR = 2
 EXIT_CRASH = 1
+DEMO_VIDEO = Path(__file__).resolve().parent / "assets" / "demo_capture.mp4"
 
 
 def progress(stage: str, fraction: float, message: str = "") -> None:
@@ -71,22 +74,66 @@ def _import(args: argparse.Namespace) -> None:
     _write_scene(clip, rig, Path(args.clip).stem, outputs, REST_POSES[args.rest_pose])
 
 
+def _capture(args: argparse.Namespace) -> None:
+    from .core.capture.options import CaptureOptions
+
+    options = CaptureOptions(start=args.start, end=args.end, fov_degrees=args.fov, moving_camera=args.moving_camera,
+                             box=args.box, quality=args.quality)
+    scene_outputs = {kind: getattr(args, kind) for kind in ("blend", "fbx", "glb") if getattr(args, kind)}
+    _capture_to(Path(args.video), options, settings_from(args), Path(args.output),
+                Path(args.preview) if args.preview else None, scene_outputs, Path(args.video).stem)
+
+
+def _capture_to(video: Path, options, settings: ComputeSettings, clip_path: Path, preview: Path | None,
+                scene_outputs: dict[str, Path], name: str) -> None:
+    """Capture video and write the clip, the overlay and the scene files, all or nothing."""
+    from .core.capture.jobs import RateReport, check_capture_outputs, frames_to_capture
+    from .core.capture.pipeline import capture_video
+    from .core.clip import save_clip
+
+    check_capture_outputs(clip_path, preview)
+    _check_outputs(scene_outputs.values())
+    started = time.perf_counter()
+    report = RateReport(progress, frames_to_capture(video, options))
+    result = capture_video(video, options, settings, report=report)
+    clip = result.clip
+    seconds = time.perf_counter() - started
+    print(f"captured {clip.frame_count} frames in {seconds:.1f} s ({clip.frame_count / seconds:.1f} frames/s)",
+          file=sys.stderr)
+    files = {clip_path: lambda target: save_clip(clip, target)}
+    if preview is not None:
+        files[preview] = lambda target: _write_preview(video, clip, target, result.rig)
+    _write_scene(clip, result.rig, name, scene_outputs, "AS_IS", files=files, video=video)
+    lost = clip.extras.get("frame_lost")
+    if lost is not None and lost.any():
+        frames = clip.extras.get("source_frames")
+        where = ", ".join(str(int(f)) for f in frames[lost.astype(bool)][:20])
+        print(f"warning: the subject was lost on {int(lost.sum())} of {clip.frame_count} frames "
+              f"(video frames {where}{' ...' if lost.sum() > 20 else ''})", file=sys.stderr)
+
+
+def _write_preview(video: Path, clip, target: Path, rig) -> None:
+    from .core.capture.overlay import write_overlay
+
+    stats = write_overlay(video, clip, target, rig, report=progress)
+    print(f"overlay: {stats.frames} frames at {stats.size[0]}x{stats.size[1]}, "
+          f"{stats.ms_per_frame:.1f} ms per frame", file=sys.stderr)
+
+
 def _demo(args: argparse.Namespace) -> None:
-    from .core.body.models import cached_rig
-    from .core.demo_motion import make_demo_clip
+    from .core.capture.options import CaptureOptions
 
     started = time.perf_counter()
+    if not DEMO_VIDEO.is_file():
+        raise AvatarCaptureError(f"{DEMO_VIDEO}: the demo video is missing from this checkout")
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AvatarCaptureError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     outputs = {kind: out / f"demo.{kind}" for kind in ("blend", "fbx", "glb")}
-    _check_outputs([out / "demo.npz", *outputs.values()])
-    rig, _ = cached_rig(settings_from(args), report=progress)
-    progress("demo", 0.0, "making the demo motion")
-    clip = make_demo_clip(rig)
-    _write_scene(clip, rig, "demo", outputs, "AS_IS", clip_path=out / "demo.npz")
+    _capture_to(DEMO_VIDEO, CaptureOptions(), settings_from(args), out / "demo.npz", out / "demo_overlay.mp4",
+                outputs, "demo")
     print(f"demo written to {out} in {time.perf_counter() - started:.1f} s")
 
 
@@ -99,33 +146,54 @@ def _check_outputs(paths) -> None:
 
 
 def _write_scene(clip, rig, name: str, outputs: dict[str, Path], rest_pose: str,
-                 clip_path: Path | None = None) -> None:
-    """Import clip (and rig) into an empty Blender scene, then write every output (and the clip
-    itself to clip_path when given) atomically, together."""
+                 files: dict[Path, Callable[[Path], object]] | None = None, video: Path | None = None) -> None:
+    """Import clip (and rig) into an empty Blender scene, then write every output atomically,
+    together with `files` (path -> function writing that file to the staged path it is given).
+
+    With `video`, the scene is built as a capture's (blender/capture_scene.py): the video
+    plays behind the clip's camera and contacts are marked on the timeline. Blender is
+    not started when there are no outputs, only files.
+    """
+    from .core.atomic_files import atomic_output
+
+    outputs = {kind: Path(path) for kind, path in outputs.items()}
+    files = files or {}
+    with redirect_stdout(sys.stderr):  # Blender's exporters chat on stdout
+        with ExitStack() as stack:
+            for path, write in files.items():
+                progress("write", 0.0, f"{path}")
+                write(stack.enter_context(atomic_output(path)))
+            if outputs:
+                _write_blender_outputs(clip, rig, name, outputs, rest_pose, video, stack)
+    for path in list(files) + list(outputs.values()):
+        print(f"wrote {path}")
+
+
+def _write_blender_outputs(clip, rig, name: str, outputs: dict[str, Path], rest_pose: str, video: Path | None,
+                           stack: ExitStack) -> None:
+    """Build the scene in Blender and stage each output in `stack` (moved into place when it closes)."""
     import bpy
 
     from .blender.export import export_avatar, save_blend_copy
     from .core.atomic_files import atomic_output
-    from .blender.import_scene import import_avatar
-    from .core.clip import save_clip
 
-    outputs = {kind: Path(path) for kind, path in outputs.items()}
-    with redirect_stdout(sys.stderr):  # Blender's exporters chat on stdout
-        progress("blender", 0.0, "building the scene")
-        bpy.ops.wm.read_factory_settings(use_empty=True)
+    progress("blender", 0.0, "building the scene")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    if video is not None:
+        from .blender.capture_scene import import_capture
+
+        armature = import_capture(bpy.context, clip, rig, name, video_path=video.resolve()).armature
+    else:
+        from .blender.import_scene import import_avatar
+
         armature = import_avatar(bpy.context, clip, rig, name)
-        with ExitStack() as stack:
-            if clip_path is not None:
-                save_clip(clip, stack.enter_context(atomic_output(Path(clip_path))))
-            for number, (kind, path) in enumerate(outputs.items()):
-                progress("write", number / len(outputs), f"{kind} -> {path}")
-                target = stack.enter_context(atomic_output(path))
-                if kind == "blend":
-                    save_blend_copy(target)
-                else:
-                    export_avatar(bpy.context.scene, armature, target, kind.upper(), rest_pose)
-    for path in ([clip_path] if clip_path else []) + list(outputs.values()):
-        print(f"wrote {path}")
+    for number, (kind, path) in enumerate(outputs.items()):
+        progress("write", number / len(outputs), f"{kind} -> {path}")
+        target = stack.enter_context(atomic_output(path))
+        if kind == "blend":
+            save_blend_copy(target)
+        else:
+            export_avatar(bpy.context.scene, armature, target, kind.upper(), rest_pose)
 
 
 def _add_settings_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -143,10 +211,21 @@ def _add_settings_options(parser: argparse.ArgumentParser, defaults: bool) -> No
                        **({"default": "auto"} if defaults else suppress))
 
 
+def _box(text: str) -> tuple[float, float, float, float]:
+    """--box value "x0,y0,x1,y1" -> four numbers."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"'{text}' is not four numbers x0,y0,x1,y1")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Avatar Capture from the command line: build the body model, import a motion "
-        "clip into Blender and export it (FBX, glTF, BVH), or make the demo.")
+        prog=PROG, description="Avatar Capture from the command line: build the body model, capture a video, "
+        "import a motion clip into Blender and export it (FBX, glTF, BVH), or make the demo.")
     _add_settings_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -173,10 +252,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_options(imp, defaults=False)
     imp.set_defaults(run=_import)
 
+    capture = commands.add_parser(
+        "capture", help="capture the motion of the person in a video as a motion clip",
+        description="Capture the motion of one person in a video: BlazePose keypoints, the camera and a "
+        "whole-sequence fit of the body model. Writes the motion clip and, on request, an overlay video "
+        "(the video with the fitted body drawn over it) and a .blend (with the video behind the capture "
+        "camera), FBX or GLB. Frame numbers count video frames from 0.")
+    capture.add_argument("video", metavar="VIDEO", help="video file (mp4, mov, avi, mkv, ...)")
+    capture.add_argument("-o", "--output", metavar="CLIP.npz", required=True, help="motion clip to write")
+    capture.add_argument("--preview", metavar="OVERLAY.mp4", help="write the video with the fitted body drawn over it")
+    capture.add_argument("--blend", metavar="FILE", help="save the scene (avatar, camera, video background) as .blend")
+    capture.add_argument("--fbx", metavar="FILE", help="export FBX (armature, body, motion baked on every frame)")
+    capture.add_argument("--glb", metavar="FILE", help="export glTF binary (all skin influences)")
+    capture.add_argument("--start", metavar="N", type=int, default=0, help="first video frame (default: 0)")
+    capture.add_argument("--end", metavar="N", type=int, help="video frame to stop before (default: the end)")
+    capture.add_argument("--fov", metavar="DEG", type=float,
+                         help="horizontal field of view of the camera in degrees (default: estimated)")
+    capture.add_argument("--moving-camera", action="store_true",
+                         help="the camera pans or walks (estimate its motion from the background)")
+    capture.add_argument("--box", metavar="X0,Y0,X1,Y1", type=_box,
+                         help="capture the person inside this box of the first frame (pixels) instead of the "
+                         "most prominent one")
+    capture.add_argument("--quality", choices=QUALITY_PRESETS, default="balanced",
+                         help="how hard the fit works (default: balanced)")
+    _add_settings_options(capture, defaults=False)
+    capture.set_defaults(run=_capture)
+
     demo = commands.add_parser(
-        "demo", help="build the body, make a short walk and write demo.npz/.blend/.fbx/.glb",
-        description="Build the default body, make a short procedural walk and write DIR/demo.npz, demo.blend, "
-        "demo.fbx and demo.glb.")
+        "demo", help="capture the demo video and write demo.npz, demo_overlay.mp4, .blend, .fbx, .glb",
+        description="Capture the project's demo video (a walking body rendered by Blender) and write "
+        "DIR/demo.npz, demo_overlay.mp4, demo.blend, demo.fbx and demo.glb.")
     demo.add_argument("--out", metavar="DIR", default="out", help="output folder (default: ./out)")
     _add_settings_options(demo, defaults=False)
     demo.set_defaults(run=_demo)

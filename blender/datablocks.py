@@ -8,7 +8,7 @@ from __future__ import annotations
 import bpy
 
 # Order matters for removal: scenes and objects first, so nothing still uses the data removed after.
-KINDS = ("scenes", "objects", "armatures", "meshes", "materials", "actions", "cameras", "collections")
+KINDS = ("scenes", "objects", "armatures", "meshes", "materials", "actions", "cameras", "movieclips", "collections")
 
 
 def snapshot() -> dict[str, set[int]]:

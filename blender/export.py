@@ -120,11 +120,13 @@ def export_avatar(scene: bpy.types.Scene, armature: bpy.types.Object, path: str 
 def save_blend_copy(path: str | Path) -> Path:
     """Save the current Blender session as a .blend file at path, atomically.
 
-    Saved as a copy, so the session keeps its own file path (and stays "unsaved").
+    Saved as a copy, so the session keeps its own file path (and stays "unsaved"). External
+    paths (a capture's video) are kept as they are: Blender's default would make them
+    relative to the staging folder, one level below the file's final place.
     """
     path = Path(path)
     with atomic_output(path) as target:
-        bpy.ops.wm.save_as_mainfile(filepath=str(target), copy=True, check_existing=False)
+        bpy.ops.wm.save_as_mainfile(filepath=str(target), copy=True, check_existing=False, relative_remap=False)
         if not target.is_file():
             raise AvatarCaptureError(f"{path}: Blender did not write the file")
     return path

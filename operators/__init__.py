@@ -2,14 +2,15 @@
 to the scene builders in ``blender/``; the algorithms live in ``core/``."""
 import bpy
 
-from . import check_setup, export, import_clip, jobs
+from . import capture, check_setup, export, import_clip, jobs
 
-CLASSES = check_setup.CLASSES + jobs.CLASSES + import_clip.CLASSES + export.CLASSES
+CLASSES = check_setup.CLASSES + jobs.CLASSES + import_clip.CLASSES + capture.CLASSES + export.CLASSES
 
 
 def draw_import_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     """File > Import entry, where animators look for importers first."""
     self.layout.operator(import_clip.AVATAR_OT_import_clip.bl_idname, text="Avatar Capture Motion Clip (.npz)")
+    self.layout.operator(capture.AVATAR_OT_capture_video.bl_idname, text="Avatar Capture from Video")
 
 
 def draw_export_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:

@@ -1,4 +1,4 @@
-"""The "Avatar" tab of the 3D viewport sidebar: the running job and the main actions.
+"""The "Avatar" tab of the 3D viewport sidebar: the running job, Capture from Video and the other actions.
 
 The job box shows what the worker is doing (stage, progress bar, message, Cancel) and,
 after a failure, the one-line error with a button that opens the job's log, so users
@@ -45,6 +45,9 @@ class VIEW3D_PT_avatar_capture(bpy.types.Panel):
             box.alert = False
             box.operator("wm.path_open", text="Open log", icon="TEXT").filepath = job.log_path
 
+        capture = layout.column()
+        capture.scale_y = 1.4  # the headline action
+        capture.operator("avatar.capture_video", text="Capture from Video", icon="FILE_MOVIE")
         col = layout.column(align=True)
         col.operator("avatar.build_body", icon="OUTLINER_OB_ARMATURE")
         col.operator("avatar.import_clip", icon="IMPORT")

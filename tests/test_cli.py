@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import bpy
+import cv2
 import numpy as np
 import pytest
 
@@ -50,23 +51,39 @@ def demo_dir(tmp_path_factory) -> Path:
 def test_help_lists_the_commands_without_loading_heavy_modules():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("body", "import", "demo", "--body-model", "--cache-dir"):
+    for command in ("body", "capture", "import", "demo", "--body-model", "--cache-dir"):
         assert command in result.stdout
     probe = subprocess.run(
         [sys.executable, "-c", "import sys\nfrom avatar_capture import cli\ncli.build_parser()\n"
          "print(sorted(m for m in ('bpy', 'torch', 'anny') if m in sys.modules))"],
         capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "[]"  # so `avatarcap --help` stays quick
-    for sub in (["body", "build"], ["import"], ["demo"]):
+    for sub in (["body", "build"], ["capture"], ["import"], ["demo"]):
         result = run(*sub, "--help")
         assert result.returncode == 0 and "usage: avatarcap" in result.stdout
 
 
-def test_demo_writes_a_clip_and_the_scene_files(demo_dir):
-    assert sorted(p.name for p in demo_dir.iterdir()) == ["demo.blend", "demo.fbx", "demo.glb", "demo.npz"]
+def test_demo_captures_the_demo_video_into_every_output(demo_dir):
+    assert sorted(p.name for p in demo_dir.iterdir()) == [
+        "demo.blend", "demo.fbx", "demo.glb", "demo.npz", "demo_overlay.mp4"]
     clip = load_clip(demo_dir / "demo.npz")
-    assert clip.body_model == "anny" and clip.frame_count > 10
-    assert np.ptp(clip.root_translation[:, 1]) > 0.5  # it walks
+    video = cv2.VideoCapture(str(cli.DEMO_VIDEO))
+    frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    assert clip.body_model == "anny" and clip.frame_count == frames
+    assert str(clip.extras["source_video"]) == str(cli.DEMO_VIDEO)
+    assert np.linalg.norm(np.ptp(clip.root_translation[:, :2], axis=0)) > 1.0  # it walks
+    overlay = cv2.VideoCapture(str(demo_dir / "demo_overlay.mp4"))
+    assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+    assert overlay.get(cv2.CAP_PROP_FRAME_WIDTH) == video.get(cv2.CAP_PROP_FRAME_WIDTH)
+
+    bpy.ops.wm.open_mainfile(filepath=str(demo_dir / "demo.blend"))
+    try:
+        camera = bpy.context.scene.camera
+        (background,) = camera.data.background_images
+        assert Path(background.clip.filepath) == cli.DEMO_VIDEO
+        assert any(marker.name.endswith("foot down") for marker in bpy.context.scene.timeline_markers)
+    finally:
+        bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
 def test_import_writes_all_four_outputs(tmp_path, demo_dir):
@@ -164,3 +181,99 @@ def test_body_build_reports_progress_and_succeeds():
     assert result.returncode == 0, result.stderr
     assert "body ready" in result.stdout
     assert "%" in result.stderr  # progress lines
+
+
+# -- capture --------------------------------------------------------------------------------------
+
+def write_video(path: Path, frames: int, size=(320, 240)) -> Path:
+    """A video with no person in it: a still horizontal gradient."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
+    for _ in range(frames):
+        writer.write(np.repeat(np.linspace(0, 255, size[0], dtype=np.uint8)[None, :, None], size[1], 0)
+                     .repeat(3, 2))
+    writer.release()
+    return path
+
+
+def test_capture_writes_the_clip_and_overlay_of_a_frame_range(tmp_path):
+    started = time.perf_counter()
+    result = run("capture", str(cli.DEMO_VIDEO), "-o", str(tmp_path / "walk.npz"), "--preview",
+                 str(tmp_path / "walk.mp4"), "--start", "30", "--end", "70", "--quality", "fast")
+    print(f"\navatarcap capture (40 frames + overlay): {time.perf_counter() - started:.1f} s")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.mp4", "walk.npz"]
+    assert "frames/s" in result.stderr and "ETA" in result.stderr  # progress shows the rate
+    clip = load_clip(tmp_path / "walk.npz")
+    assert list(clip.extras["source_frames"]) == list(range(30, 70))
+    assert int(cv2.VideoCapture(str(tmp_path / "walk.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+
+
+@pytest.mark.parametrize("case, words", [
+    ("not a video", ["notes.mp4", "not a video file"]),
+    ("two frames", ["short.mp4", "2 frames"]),
+    ("no person", ["gradient.mp4", "no person"]),
+    ("end before start", ["end frame 4 must come after start frame 9"]),
+    ("bad fov", ["field of view"]),
+    ("unwritable", ["/proc/avatarcap-test.glb"]),
+    ("clip not npz", ["clip.txt", ".npz"]),
+])
+def test_capture_refuses_bad_input_and_writes_nothing(tmp_path, case, words):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    video = write_video(inputs / "gradient.mp4", 24)
+    args = ["-o", str(out / "clip.npz"), "--preview", str(out / "overlay.mp4"), "--blend", str(out / "s.blend")]
+    if case == "not a video":
+        video = inputs / "notes.mp4"
+        video.write_text("shopping list")
+    elif case == "two frames":
+        video = write_video(inputs / "short.mp4", 2)
+    elif case == "end before start":
+        args += ["--start", "9", "--end", "4"]
+    elif case == "bad fov":
+        args += ["--fov", "0"]
+    elif case == "unwritable":
+        args += ["--glb", "/proc/avatarcap-test.glb"]
+    elif case == "clip not npz":
+        args[1] = str(out / "clip.txt")
+    result = run("capture", str(video), *args)
+    assert_one_line_error(result, *words)
+    assert list(out.iterdir()) == []
+
+
+def test_capture_bad_box_exits_with_usage(tmp_path):
+    result = run("capture", "v.mp4", "-o", str(tmp_path / "c.npz"), "--box", "1,2,3")
+    assert result.returncode == 2 and "usage: avatarcap capture" in result.stderr and "x0,y0,x1,y1" in result.stderr
+
+
+def test_capture_flags_become_capture_options(monkeypatch, tmp_path):
+    from avatar_capture.core.capture.options import CaptureOptions
+
+    seen = {}
+    monkeypatch.setattr(cli, "_capture_to", lambda video, options, *rest: seen.update(video=video, options=options))
+    assert cli.main(["capture", "v.mp4", "-o", str(tmp_path / "c.npz"), "--start", "12", "--end", "90", "--fov",
+                     "55", "--moving-camera", "--box", "10,20,300.5,400", "--quality", "best"]) == 0
+    assert seen == {"video": Path("v.mp4"), "options": CaptureOptions(
+        start=12, end=90, fov_degrees=55.0, moving_camera=True, box=(10.0, 20.0, 300.5, 400.0), quality="best")}
+    assert cli.main(["capture", "v.mp4", "-o", str(tmp_path / "c.npz")]) == 0
+    assert seen["options"] == CaptureOptions()
+
+
+def test_a_late_failure_leaves_none_of_the_capture_outputs(monkeypatch, tmp_path, capsys):
+    """The clip and overlay are staged with the scene files: an export failing last takes them all back."""
+    from avatar_capture.blender import export
+    from avatar_capture.core.errors import AvatarCaptureError
+
+    def full_disk(*args, **kwargs):
+        raise AvatarCaptureError("simulated: no space left on the device")
+
+    monkeypatch.setattr(export, "export_avatar", full_disk)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = cli.main(["capture", str(cli.DEMO_VIDEO), "-o", str(out / "c.npz"), "--preview", str(out / "o.mp4"),
+                     "--blend", str(out / "s.blend"), "--glb", str(out / "s.glb"), "--end", "20",
+                     "--quality", "fast"])
+    assert code == 2 and "no space left" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+    bpy.ops.wm.read_factory_settings(use_empty=True)

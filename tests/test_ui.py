@@ -149,8 +149,8 @@ def test_sidebar_panel_draws_actions_job_progress_and_errors(addon, monkeypatch:
     assert (panel.bl_space_type, panel.bl_region_type, panel.bl_category) == ("VIEW_3D", "UI", "Avatar")
 
     idle = draw_sidebar()
-    assert operators_drawn(idle) == ["avatar.build_body", "avatar.import_clip", "avatar.export",
-                                     "avatar.check_setup"]
+    assert operators_drawn(idle) == ["avatar.capture_video", "avatar.build_body", "avatar.import_clip",
+                                     "avatar.export", "avatar.check_setup"]
     for idname in operators_drawn(idle):  # each button's operator is registered
         group, name = idname.split(".")
         getattr(getattr(bpy.ops, group), name).get_rna_type()

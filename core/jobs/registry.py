@@ -24,6 +24,7 @@ from ..errors import AvatarCaptureError
 JOBS: dict[str, str] = {
     "body.build": "body.jobs:build_body",
     "body.rig": "body.jobs:rig_for_clip_job",
+    "capture.video": "capture.jobs:capture_video_job",
 }
 
 TEST_JOBS_ENV = "AVATAR_CAPTURE_TEST_JOBS"
