@@ -54,7 +54,8 @@ def capture_video(
     with ThreadPoolExecutor(max_workers=1) as pool:
         body = pool.submit(_load_body, settings)
         clock = time.perf_counter()
-        keypoints = detect_keypoints(video_path, options, report=_part(report, 0.0, _KEYPOINTS_SHARE))
+        keypoints = detect_keypoints(video_path, options, report=_part(report, 0.0, _KEYPOINTS_SHARE),
+                                     with_masks=options.moving_camera)  # masks only serve the camera estimate
         timings["keypoints"] = time.perf_counter() - clock
         info = keypoints.video
         K = default_intrinsics((info.width, info.height), options.fov_degrees)
