@@ -45,6 +45,16 @@ class TorchBody:
         rest = np.asarray(s.rest_frames_world, dtype=np.float64)
         local = rest_local_transforms(rest, s.parents)
         self.parents = [int(p) for p in s.parents]
+        # Joints grouped by depth in the tree, so FK takes one batched step per level, not per joint.
+        depth = [0] * len(self.parents)
+        for j in range(1, len(self.parents)):
+            depth[j] = depth[self.parents[j]] + 1
+        self.levels = [[j for j in range(len(depth)) if depth[j] == d] for d in range(max(depth) + 1)]
+        slot = {j: i for level in self.levels for i, j in enumerate(level)}
+        self.level_parents = [torch.tensor([slot[self.parents[j]] for j in level]) for level in self.levels[1:]]
+        self.level_joints = [torch.tensor(level) for level in self.levels]
+        order = [j for level in self.levels for j in level]
+        self.joint_order = torch.tensor(np.argsort(order))  # from level order back to joint order
         self.rest_local_rotation = torch.tensor(local[:, :3, :3], dtype=self.dtype)
         self.rest_local_offset = torch.tensor(local[:, :3, 3], dtype=self.dtype)
         self.rest_rotation_t = torch.tensor(np.swapaxes(rest[:, :3, :3], -1, -2), dtype=self.dtype)
@@ -58,13 +68,13 @@ class TorchBody:
         """World rotations (T, J, 3, 3) and heads (T, J, 3) of every joint."""
         import torch
 
-        world_rot = [self.rest_local_rotation[0] @ rotations[:, 0]]
-        heads = [root_translation]
-        for j in range(1, len(self.parents)):
-            parent_rot = world_rot[self.parents[j]]
-            world_rot.append(parent_rot @ (self.rest_local_rotation[j] @ rotations[:, j]))
-            heads.append((parent_rot @ self.rest_local_offset[j]) + heads[self.parents[j]])
-        return torch.stack(world_rot, 1), torch.stack(heads, 1)
+        world_rot = [self.rest_local_rotation[0] @ rotations[:, :1]]  # per level: (T, n, 3, 3)
+        heads = [root_translation[:, None]]
+        for joints, parents in zip(self.level_joints[1:], self.level_parents):
+            parent_rot = world_rot[-1][:, parents]
+            world_rot.append(parent_rot @ (self.rest_local_rotation[joints] @ rotations[:, joints]))
+            heads.append((parent_rot @ self.rest_local_offset[joints][..., None])[..., 0] + heads[-1][:, parents])
+        return torch.cat(world_rot, 1)[:, self.joint_order], torch.cat(heads, 1)[:, self.joint_order]
 
     def landmarks(self, rotations, root_translation):
         """Landmarks (T, L, 3) in the world, in the rig's landmark order.
