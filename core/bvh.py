@@ -15,7 +15,8 @@ Conventions of the format, as read here:
 BVH files are Y up with the character facing +Z (its left is +X). Blender's
 world is Z up, -Y forward, metres: file (x, y, z) maps to (x, -z, y) times the
 size of a file unit in metres. The unit is not stored in the file, so by default
-it is guessed from the skeleton's rest height (see unit_scale), or given.
+it is guessed from the skeleton's rest height (see unit_scale), or given; files
+with other axes (Z-up exporters) pass their own axes to world_pose.
 """
 from __future__ import annotations
 
@@ -98,16 +99,18 @@ def read_bvh(path: str | Path) -> BvhMotion:
     return _Parser(path, text).parse()
 
 
-def unit_scale(bvh: BvhMotion) -> float:
+def unit_scale(bvh: BvhMotion, axes: np.ndarray = BVH_TO_BLENDER) -> float:
     """Metres per file unit: the UNIT_METRES candidate giving the rest skeleton the most human height.
 
-    The rest height is the vertical (file Y) extent of the joints and End Sites
-    with every rotation at zero; the candidate whose height in metres is nearest
-    to TYPICAL_HEIGHT_METRES (by ratio) wins. Pass an explicit scale to world_pose
-    for skeletons that are not adult humans.
+    The rest height is the vertical extent (along the file direction that axes
+    maps to Blender's Z) of the joints and End Sites with every rotation at zero;
+    the candidate whose height in metres is nearest to TYPICAL_HEIGHT_METRES (by
+    ratio) wins. Pass an explicit scale to world_pose for skeletons that are not
+    adult humans.
     """
     positions, ends = _rest_positions(bvh)
-    heights = np.concatenate([positions[:, 1], ends[~np.isnan(ends[:, 1]), 1]])
+    points = np.concatenate([positions, ends[~np.isnan(ends[:, 0])]])
+    heights = points @ np.asarray(axes, dtype=np.float64)[2]
     extent = float(heights.max() - heights.min())
     if not extent > 0:
         raise FileFormatError(bvh.path, "the rest skeleton has no height, so its unit cannot be guessed", "OFFSET")
@@ -125,12 +128,15 @@ def local_rotations(bvh: BvhMotion) -> np.ndarray:
     return rotations
 
 
-def world_pose(bvh: BvhMotion, scale: float | None = None) -> BvhPose:
+def world_pose(bvh: BvhMotion, scale: float | None = None, axes: np.ndarray = BVH_TO_BLENDER) -> BvhPose:
     """Every frame's joint positions and rotations in Blender's world frame.
 
-    scale: metres per file unit; None guesses it with unit_scale.
+    scale: metres per file unit; None guesses it with unit_scale. axes: the
+    rotation (3, 3) taking file axes to Blender's; the default is for the usual
+    Y-up, +Z-facing files (give another for Z-up exporters).
     """
-    scale = unit_scale(bvh) if scale is None else float(scale)
+    axes = np.asarray(axes, dtype=np.float64)
+    scale = unit_scale(bvh, axes) if scale is None else float(scale)
     local = local_rotations(bvh)
     translations = np.broadcast_to(bvh.offsets, (bvh.frame_count, *bvh.offsets.shape)).copy()
     for joint, names in enumerate(bvh.channels):
@@ -149,9 +155,9 @@ def world_pose(bvh: BvhMotion, scale: float | None = None) -> BvhPose:
     ends = positions + np.einsum("fjik,jk->fji", rotations, np.nan_to_num(bvh.end_sites))
     ends[:, np.isnan(bvh.end_sites[:, 0])] = np.nan
     return BvhPose(
-        positions=scale * positions @ BVH_TO_BLENDER.T,
-        rotations=BVH_TO_BLENDER @ rotations @ BVH_TO_BLENDER.T,
-        end_sites=scale * ends @ BVH_TO_BLENDER.T,
+        positions=scale * positions @ axes.T,
+        rotations=axes @ rotations @ axes.T,
+        end_sites=scale * ends @ axes.T,
     )
 
 

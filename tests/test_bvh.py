@@ -86,6 +86,16 @@ def test_position_channels_replace_the_offset(tmp_path):
     np.testing.assert_allclose(pose.positions[0, 1], [5.0, 0.0, 0.0], atol=1e-12)  # not the OFFSET (0, 10, 0)
 
 
+def test_other_file_axes(tmp_path):
+    # A Z-up file: its axes are Blender's already. The chain points up file Y, i.e. Blender's +Y here,
+    # and the unit is guessed from the extent along file Z (zero here: 2 x 85 along Y does not count).
+    bvh = read_bvh(write(tmp_path, chain_bvh(["0 0 0 0 0 0 0 0 0"], length=85.0)))
+    pose = world_pose(bvh, scale=0.01, axes=np.eye(3))
+    np.testing.assert_allclose(pose.positions[0, 1], [0.0, 0.85, 0.0], atol=1e-12)
+    with pytest.raises(FileFormatError, match="no height"):
+        unit_scale(bvh, axes=np.eye(3))
+
+
 def test_local_rotations_are_the_channel_products(tmp_path):
     bvh = read_bvh(write(tmp_path, chain_bvh(["0 0 0 90 0 0 0 0 0"])))
     local = local_rotations(bvh)
