@@ -108,7 +108,7 @@ class SmoothMotion:
 
 def default_priors(chains: dict[str, list[int]]) -> list[tuple[float, Callable]]:
     """(weight, prior) pairs used when the caller gives none; chains name the reduced rig's joints."""
-    return [(1.0, JointLimits(chains)), (0.02, RestPull()), (10.0, SmoothMotion())]
+    return [(1.0, JointLimits(chains)), (0.02, RestPull()), (30.0, SmoothMotion())]
 
 
 def _acos(x):
