@@ -17,7 +17,7 @@ from ..core.capture.overlay import source_frames
 from ..core.clip import MotionClip
 from ..core.rig import RiggedBody
 from . import datablocks
-from .import_scene import _RENDER_SETTINGS, _SCENE_SETTINGS, import_avatar
+from .import_scene import import_avatar, restore_scene_settings, scene_settings
 from .video_background import add_video_background, consecutive, mark_timeline, source_video
 
 
@@ -47,8 +47,7 @@ def import_capture(
     scene = target.scene if isinstance(target, bpy.types.Context) else target
     video = video_path or source_video(clip)
     before = datablocks.snapshot()
-    scene_state = {key: getattr(scene, key) for key in _SCENE_SETTINGS}
-    render_state = {key: getattr(scene.render, key) for key in _RENDER_SETTINGS}
+    settings = scene_settings(scene)
     markers_before = {marker.as_pointer() for marker in scene.timeline_markers}
     try:
         armature = import_avatar(target, clip, rig, name)
@@ -69,10 +68,7 @@ def import_capture(
         for marker in [m for m in scene.timeline_markers if m.as_pointer() not in markers_before]:
             scene.timeline_markers.remove(marker)
         datablocks.remove_new(before)
-        for key, value in scene_state.items():
-            setattr(scene, key, value)
-        for key, value in render_state.items():
-            setattr(scene.render, key, value)
+        restore_scene_settings(scene, settings)
         raise
     return CaptureScene(armature, camera, movie, note)
 

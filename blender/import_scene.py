@@ -53,22 +53,32 @@ def import_avatar(
     name = name or "Avatar"
 
     before = datablocks.snapshot()
-    scene_state = {key: getattr(scene, key) for key in _SCENE_SETTINGS}
-    render_state = {key: getattr(scene.render, key) for key in _RENDER_SETTINGS}
+    settings = scene_settings(scene)
     try:
         armature = _build(scene, view_layer, clip, rig, name)
     except BaseException:
         datablocks.remove_new(before)
-        for key, value in scene_state.items():
-            setattr(scene, key, value)
-        for key, value in render_state.items():
-            setattr(scene.render, key, value)
+        restore_scene_settings(scene, settings)
         raise
     for obj in view_layer.objects:
         obj.select_set(False, view_layer=view_layer)
     armature.select_set(True, view_layer=view_layer)
     view_layer.objects.active = armature
     return armature
+
+
+def scene_settings(scene: bpy.types.Scene) -> dict[str, dict]:
+    """The scene and render settings an import changes (frame range, camera, fps, resolution)."""
+    return {"scene": {key: getattr(scene, key) for key in _SCENE_SETTINGS},
+            "render": {key: getattr(scene.render, key) for key in _RENDER_SETTINGS}}
+
+
+def restore_scene_settings(scene: bpy.types.Scene, settings: dict[str, dict]) -> None:
+    """Put back what scene_settings read, after a failed import."""
+    for key, value in settings["scene"].items():
+        setattr(scene, key, value)
+    for key, value in settings["render"].items():
+        setattr(scene.render, key, value)
 
 
 def check_rig_matches_clip(rig: RiggedBody, clip: MotionClip) -> None:

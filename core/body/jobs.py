@@ -14,7 +14,7 @@ from ..errors import AvatarCaptureError
 from ..settings import ComputeSettings
 from .anny_body import ensure_anny_cache
 from .models import cached_rig, rig_file_for_clip
-from .rig_build import Report
+from .rig_build import Report, scaled_report
 
 
 def build_body(params: dict, settings: ComputeSettings, report: Report) -> dict:
@@ -27,10 +27,10 @@ def build_body(params: dict, settings: ComputeSettings, report: Report) -> dict:
     start = time.perf_counter()
     result: dict = {"body_model": settings.body_model}
     if settings.body_model == "anny":
-        cache = ensure_anny_cache(settings, _scaled(report, 0.0, 0.8))
+        cache = ensure_anny_cache(settings, scaled_report(report, 0.0, 0.8))
         result["anny_cache_built"] = cache["built"]
     report("Building the body", 0.8, f"{settings.body_model} rig")
-    rig, path = cached_rig(settings, settings.body_model, params.get("shape"), _scaled(report, 0.8, 1.0))
+    rig, path = cached_rig(settings, settings.body_model, params.get("shape"), scaled_report(report, 0.8, 1.0))
     report("Building the body", 1.0, f"saved {path.name}")
     result.update(
         rig_path=str(path),
@@ -50,15 +50,6 @@ def rig_for_clip_job(params: dict, settings: ComputeSettings, report: Report) ->
         raise AvatarCaptureError("the body job needs a clip_path (the motion clip to build a body for)")
     report("Preparing the body", 0.0, "reading the clip")
     clip = load_clip(params["clip_path"])
-    _, path = rig_file_for_clip(clip, settings, _scaled(report, 0.1, 1.0))
+    _, path = rig_file_for_clip(clip, settings, scaled_report(report, 0.1, 1.0))
     report("Preparing the body", 1.0, f"rig {path.name}")
     return {"rig_path": str(path)}
-
-
-def _scaled(report: Report, low: float, high: float) -> Report:
-    """A report callable mapping a step's own 0..1 onto low..high of the whole job."""
-
-    def scaled(stage: str, fraction: float, message: str = "") -> None:
-        report(stage, low + (high - low) * fraction, message)
-
-    return scaled

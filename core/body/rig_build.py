@@ -28,6 +28,15 @@ def no_report(stage: str, fraction: float, message: str = "") -> None:
     """The report callable used when a caller passes none."""
 
 
+def scaled_report(report: Report, low: float, high: float) -> Report:
+    """A report callable mapping a step's own 0..1 (clamped) onto low..high of the whole job."""
+
+    def scaled(stage: str, fraction: float, message: str = "") -> None:
+        report(stage, low + (high - low) * min(1.0, max(0.0, fraction)), message)
+
+    return scaled
+
+
 def require(module: str, purpose: str) -> None:
     """Check that a heavy optional package imports, or raise AvatarCaptureError saying what is missing and why."""
     try:

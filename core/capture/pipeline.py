@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..body.models import cached_rig
+from ..body.rig_build import scaled_report
 from ..clip import Camera, MotionClip, clip_from_pose
 from ..errors import AvatarCaptureError
 from ..rig import RiggedBody
@@ -54,7 +55,7 @@ def capture_video(
     with ThreadPoolExecutor(max_workers=1) as pool:
         body = pool.submit(_load_body, settings)
         clock = time.perf_counter()
-        keypoints = detect_keypoints(video_path, options, report=_part(report, 0.0, _KEYPOINTS_SHARE),
+        keypoints = detect_keypoints(video_path, options, report=scaled_report(report, 0.0, _KEYPOINTS_SHARE),
                                      with_masks=options.moving_camera)  # masks only serve the camera estimate
         timings["keypoints"] = time.perf_counter() - clock
         info = keypoints.video
@@ -62,14 +63,14 @@ def capture_video(
         path = CameraPath.static(len(keypoints.frame_indices))
         if options.moving_camera:
             clock = time.perf_counter()
-            path = _camera_path(keypoints, K, _part(report, _KEYPOINTS_SHARE, _KEYPOINTS_SHARE + _CAMERA_SHARE))
+            path = _camera_path(keypoints, K, scaled_report(report, _KEYPOINTS_SHARE, _KEYPOINTS_SHARE + _CAMERA_SHARE))
             timings["camera"] = time.perf_counter() - clock
         clock = time.perf_counter()
         rig = body.result()
         timings["body_wait"] = time.perf_counter() - clock
     clock = time.perf_counter()
     fit = fit_sequence(rig, observations(keypoints), info.fps, K, path, options.quality,
-                       report=_part(report, _KEYPOINTS_SHARE + _CAMERA_SHARE, 0.99))
+                       report=scaled_report(report, _KEYPOINTS_SHARE + _CAMERA_SHARE, 0.99))
     timings["fit"] = time.perf_counter() - clock
     clip = clip_from_pose(rig, fit.rotations, fit.root_translation, info.fps, fit.contacts,
                           Camera(fit.K, fit.world_to_cam, (info.width, info.height)))
@@ -122,10 +123,3 @@ def _with_observations(clip: MotionClip, keypoints: Keypoints, confidence: np.nd
         source_frames=keypoints.frame_indices.astype(np.int32),
     )
     return MotionClip(**{**clip.__dict__, "extras": extras})
-
-
-def _part(report: Report, low: float, high: float) -> Report:
-    def scaled(stage: str, fraction: float, message: str = "") -> None:
-        report(stage, low + (high - low) * min(1.0, max(0.0, fraction)), message)
-
-    return scaled
