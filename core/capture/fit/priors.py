@@ -9,7 +9,7 @@ CVAE, a VPoser) would be one more callable in the list.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from . import terms
 
@@ -26,6 +26,8 @@ class FitState:
 
 
 class Prior(Protocol):
+    """A prior: the current FitState in, a scalar torch loss out."""
+
     def __call__(self, state: FitState): ...
 
 
@@ -106,7 +108,7 @@ class SmoothMotion:
                               + terms.acceleration(state.root_translation)) * 1e-4
 
 
-def default_priors(chains: dict[str, list[int]]) -> list[tuple[float, Callable]]:
+def default_priors(chains: dict[str, list[int]]) -> list[tuple[float, Prior]]:
     """(weight, prior) pairs used when the caller gives none; chains name the reduced rig's joints."""
     return [(1.0, JointLimits(chains)), (0.02, RestPull()), (30.0, SmoothMotion())]
 

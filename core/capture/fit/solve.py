@@ -27,7 +27,7 @@ from . import terms
 from .contacts import detect_contacts
 from .initialise import CameraPath, initial_fit
 from .observations import Observations
-from .priors import FitState, default_priors
+from .priors import FitState, Prior, default_priors
 from .torch_body import TorchBody, so3_exp
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class FitResult:
 
 def fit_sequence(
     rig: RiggedBody, obs: Observations, fps: float, K: np.ndarray, path: CameraPath | None = None,
-    quality: str = "balanced", priors: list[tuple[float, Callable]] | None = None,
+    quality: str = "balanced", priors: list[tuple[float, Prior]] | None = None,
     weights: FitWeights = FitWeights(), report: Report | None = None,
 ) -> FitResult:
     """Fit the rig to the observations of every frame at once; see the module docstring for the stages."""
@@ -109,7 +109,7 @@ class _Problem:
     """Parameters, observations and losses of one fit (torch tensors)."""
 
     def __init__(self, rig: RiggedBody, obs: Observations, fps: float, K: np.ndarray, path: CameraPath,
-                 weights: FitWeights, priors: list[tuple[float, Callable]]) -> None:
+                 weights: FitWeights, priors: list[tuple[float, Prior]]) -> None:
         import torch
 
         t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
