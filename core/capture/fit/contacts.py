@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-HEIGHT_LIMIT_M = 0.05  # a foot point this close to its standing height may be in contact
-SPEED_LIMIT_M_S = 0.5  # and it must move slower than this
+HEIGHT_LIMIT_M = 0.065  # a foot point this close to its standing height may be in contact
+SPEED_LIMIT_M_S = 0.65  # and it must move slower than this
 
 
 def detect_contacts(foot_points_world: np.ndarray, fps: float, rest_heights: np.ndarray | None = None) -> np.ndarray:
