@@ -11,15 +11,14 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-cv2 = pytest.importorskip("cv2")
-
-from avatar_capture.core.capture.video import (  # noqa: E402
+from avatar_capture.core.capture.video import (
     MIN_CAPTURE_FRAMES, iter_frames, probe_video,
 )
-from avatar_capture.core.errors import AvatarCaptureError, FileFormatError  # noqa: E402
+from avatar_capture.core.errors import AvatarCaptureError, FileFormatError
 
 INDEX_BITS = 9
 

@@ -40,8 +40,7 @@ class RateReport:
 
     frames is the number of video frames the whole job processes; the rate is
     frames x fraction done / seconds elapsed, and the ETA assumes it stays so.
-    "overall" sets it apart from a stage's own rate (BlazePose reports its frames
-    per second): the ETA that matters is the whole capture's.
+    "overall" says the rate and ETA are the whole capture's, not the current stage's.
     """
 
     def __init__(self, report: Report, frames: int, clock: Callable[[], float] = time.monotonic) -> None:

@@ -366,7 +366,7 @@ def detect_keypoints(video_path: str | Path, options: CaptureOptions,
     resolution pixels of frame options.start). with_masks=False skips BlazePose's
     segmentation (measured 1-3 ms of its ~20 ms a frame; masks then has shape
     (T, 0, 0)) for captures that need no person mask. report(stage, fraction,
-    message) gets progress about twice a second. Raises AvatarCaptureError when the video is
+    message) gets "frame i of n" about twice a second (the front ends add the whole capture's rate and ETA). Raises AvatarCaptureError when the video is
     unusable, when no person is found, or when the person is found in under half
     of the frames.
     """
@@ -402,7 +402,7 @@ def detect_keypoints(video_path: str | Path, options: CaptureOptions,
                                   enable_segmentation=with_masks, smooth_segmentation=False,
                                   min_detection_confidence=0.5, min_tracking_confidence=0.5)
     frames = _prefetch(iter_frames(info, options.start, stop, options.detect_max_side))
-    started = last_report = time.perf_counter()
+    last_report = time.perf_counter()
     count = 0
     try:
         for count, frame in enumerate(frames, start=1):
@@ -434,13 +434,12 @@ def detect_keypoints(video_path: str | Path, options: CaptureOptions,
             now = time.perf_counter()
             if report is not None and now - last_report >= REPORT_EVERY_S:
                 last_report = now
-                fps = count / (now - started)
-                report("keypoints", count / total, f"{fps:.0f} frames/s, ETA {(total - count) / fps:.0f} s")
+                report("keypoints", count / total, f"frame {count} of {total}")
     finally:  # also on a cancel (an exception from report or a signal): stop decoding, free the graph
         frames.close()
         pose.close()
     if report is not None:
-        report("keypoints", 1.0, f"{count / (time.perf_counter() - started):.0f} frames/s, ETA 0 s")
+        report("keypoints", 1.0, f"frame {count} of {total}")
 
     name = Path(info.path).name
     if count < MIN_CAPTURE_FRAMES:

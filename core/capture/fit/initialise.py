@@ -44,13 +44,12 @@ class CameraPath:
 @dataclass(frozen=True)
 class InitialFit:
     """First guess for a reduced rig: rotations (T, J, 4) wxyz, root_translation (T, 3) world metres,
-    first_world_to_cam (4, 4) of frame 0, translation_scale of the camera path, K (3, 3)."""
+    first_world_to_cam (4, 4) of frame 0, translation_scale of the camera path."""
 
     rotations: np.ndarray
     root_translation: np.ndarray
     first_world_to_cam: np.ndarray
     translation_scale: float
-    K: np.ndarray
 
 
 def default_intrinsics(image_size: tuple[int, int], fov_degrees: float | None = None) -> np.ndarray:
@@ -105,7 +104,7 @@ def initial_fit(rig: RiggedBody, obs: Observations, K: np.ndarray, path: CameraP
     world_to_cam = np.eye(4)
     world_to_cam[:3, :3] = cam_rotations[0] @ tilt.T
     world_to_cam[:3, 3] = -world_to_cam[:3, :3] @ shift
-    return InitialFit(rotations, root, world_to_cam, float(scale), np.asarray(K, dtype=np.float64))
+    return InitialFit(rotations, root, world_to_cam, float(scale))
 
 
 def ground_tilt(feet_world: np.ndarray, min_travel_m: float = 0.5) -> np.ndarray:

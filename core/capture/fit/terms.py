@@ -66,13 +66,6 @@ def acceleration(points):
     return ((points[2:] - 2 * points[1:-1] + points[:-2]) ** 2).sum(-1).mean()
 
 
-def velocity(points):
-    """Mean squared first difference over time of points (T, ..., 3)."""
-    if len(points) < 2:
-        return points.sum() * 0.0
-    return ((points[1:] - points[:-1]) ** 2).sum(-1).mean()
-
-
 def contact_slide(foot_points, contacts):
     """Mean squared step (metres^2) of foot points (T, P, 3) between consecutive frames both in contact (T, P)."""
     both = contacts[1:] * contacts[:-1]
