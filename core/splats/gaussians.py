@@ -63,7 +63,8 @@ class Gaussians:
     """N Gaussians. Shapes and units:
 
     means (N, 3) float32, metres, object frame
-    rotations (N, 4) float32, unit quaternions wxyz (object frame)
+    rotations (N, 4) float32, quaternions wxyz (object frame); like 3DGS files they need not be unit
+        length and are normalised wherever they are used
     log_scales (N, 3) float32, natural log of the standard deviations in metres (local axes)
     logit_opacities (N,) float32, opacity = sigmoid(logit)
     sh (N, K, 3) float32, K = (degree + 1)^2 SH coefficients per RGB channel; sh[:, 0] is the
