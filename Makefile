@@ -1,7 +1,9 @@
 # Avatar Capture. The two set-up commands are `make demo` and `make test`; both create .venv
 # from the pinned requirements.txt and requirements-nodeps.txt (mediapipe, installed without its
 # conflicting declared dependencies) first if needed (again whenever one of them or
-# pyproject.toml changes).
+# pyproject.toml changes). `make test` also installs the Khronos glTF validator the splat export
+# tests run (npm package pinned by tools/gltf_validator/package-lock.json; needs node and npm),
+# again only when its lock file changes, so later runs work offline.
 #
 #   make demo        capture assets/demo_capture.mp4: out/demo.{npz,blend,fbx,glb} and out/demo_overlay.mp4
 #   make test        run every test (pytest)
@@ -13,13 +15,15 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+VALIDATOR := tools/gltf_validator
+VALIDATOR_STAMP := $(VALIDATOR)/node_modules/.installed
 PIP_VERSION := 26.3
 
 # Anny's model cache (~51 MB after the first ~1-2 min build) and built rigs stay inside the
 # checkout unless the caller chose a folder.
 export AVATAR_CAPTURE_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: venv demo test extension clean distclean
+.PHONY: venv validator demo test extension clean distclean
 
 venv: $(STAMP)
 
@@ -32,10 +36,17 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+validator: $(VALIDATOR_STAMP)
+
+$(VALIDATOR_STAMP): $(VALIDATOR)/package.json $(VALIDATOR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: the tests validate glTF files with Node.js (install nodejs and npm)" >&2; exit 1; }
+	npm ci --prefix $(VALIDATOR) --no-audit --no-fund --loglevel=error
+	touch $@
+
 demo: $(STAMP)
 	$(VENV)/bin/avatarcap demo --out out
 
-test: $(STAMP)
+test: $(STAMP) $(VALIDATOR_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 extension: $(STAMP)
@@ -46,5 +57,5 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .cache $(VALIDATOR)/node_modules
 	find wheels -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

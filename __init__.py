@@ -9,8 +9,9 @@ mediapipe (they run in worker processes), so enabling the add-on stays instant.
 
 def _modules() -> tuple:
     from . import operators, panels, preferences, props
+    from .blender import splat_draw
 
-    return (preferences, props, operators, panels)
+    return (preferences, props, operators, panels, splat_draw)
 
 
 def register() -> None:

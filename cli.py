@@ -1,4 +1,4 @@
-"""``avatarcap``: the command line for Avatar Capture (body cache, capture, clip import/export, demo).
+"""``avatarcap``: the command line for Avatar Capture (body cache, capture, clip import/export, splats, demo).
 
 Why a CLI: the same steps as the Blender UI, scriptable on a farm or in CI,
 with Blender running inside as a module (``bpy``). bpy, torch and anny are
@@ -31,6 +31,8 @@ PROG = "avatarcap"
 REST_POSES = {"as-is": "AS_IS", "t-pose": "T_POSE", "a-pose": "A_POSE"}
 EXIT_USER_ERROR = 2
 EXIT_CRASH = 1
+SPLAT_ENGINES = ("reference", "viewport")
+DEFAULT_SPLAT_SIZE = 512
 DEMO_VIDEO = Path(__file__).resolve().parent / "assets" / "demo_capture.mp4"
 
 
@@ -137,6 +139,100 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"demo written to {out} in {time.perf_counter() - started:.1f} s")
 
 
+def _splat_render(args: argparse.Namespace) -> None:
+    """Render a splat file to an RGBA PNG with the reference rasterizer or the viewport shaders."""
+    from .core.atomic_files import atomic_output
+    from .core.splats.ply import read_splats
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise AvatarCaptureError(f"{output}: the image is written as PNG; give a file name ending in .png")
+    _check_outputs([output])
+    camera = _splat_camera(args)
+    gaussians = read_splats(args.splats)
+    if camera is None:
+        from .core.splats.camera import framing_camera
+
+        camera = framing_camera(gaussians.means, args.width or DEFAULT_SPLAT_SIZE,
+                                args.height or DEFAULT_SPLAT_SIZE)
+    started = time.perf_counter()
+    rgba = _render_splats(gaussians, camera, args.engine, args.sh_degree)
+    print(f"rendered {gaussians.count} splats at {camera.width}x{camera.height} with the {args.engine} engine "
+          f"in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+    png = _png_bytes(rgba, output)
+    with atomic_output(output) as target:
+        target.write_bytes(png)
+    print(f"wrote {output}")
+
+
+def _splat_camera(args: argparse.Namespace):
+    """The --camera file's camera (its K rescaled when --width/--height ask for another size), or None."""
+    if not args.camera:
+        return None
+    from dataclasses import replace
+
+    import numpy as np
+
+    from .core.splats.camera import camera_from_json
+
+    camera = camera_from_json(args.camera)
+    width, height = args.width or camera.width, args.height or camera.height
+    if (width, height) == (camera.width, camera.height):
+        return camera
+    return replace(camera, K=np.diag([width / camera.width, height / camera.height, 1.0]) @ camera.K,
+                   width=width, height=height)
+
+
+def _render_splats(gaussians, camera, engine: str, sh_degree: int | None):
+    """Premultiplied RGBA (H, W, 4) float32, top row first."""
+    import numpy as np
+
+    if engine == "reference":
+        from .core.splats.render import render
+
+        image = render(gaussians, camera, sh_degree=sh_degree)
+        return np.concatenate([image.colour, image.alpha[..., None]], axis=-1)
+    with redirect_stdout(sys.stderr):  # Blender chats on stdout
+        from .blender.splat_offscreen import render_offscreen
+
+        return render_offscreen([gaussians], camera, sh_degree=sh_degree)
+
+
+def _png_bytes(rgba, output: Path) -> bytes:
+    """8-bit RGBA PNG bytes with straight alpha from premultiplied float RGBA (H, W, 4)."""
+    import cv2
+    import numpy as np
+
+    rgba = np.asarray(rgba, np.float64)
+    alpha = rgba[..., 3:].clip(0.0, 1.0)
+    colour = np.divide(rgba[..., :3], alpha, out=np.zeros_like(rgba[..., :3]), where=alpha > 0.0)
+    straight = np.concatenate([colour, alpha], axis=-1).clip(0.0, 1.0)
+    pixels = np.round(straight * 255.0).astype(np.uint8)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA))
+    if not ok:
+        raise AvatarCaptureError(f"{output}: could not encode the PNG image")
+    return encoded.tobytes()
+
+
+def _splat_export(args: argparse.Namespace) -> None:
+    """Write a splat file as GLB (KHR_gaussian_splatting) and/or standard 3DGS PLY, all or nothing."""
+    from .core.atomic_files import atomic_output
+    from .core.splats.gltf import write_glb
+    from .core.splats.ply import read_splats, write_ply
+
+    outputs = {kind: Path(getattr(args, kind)) for kind in ("glb", "ply") if getattr(args, kind)}
+    if not outputs:
+        raise AvatarCaptureError("nothing to write: give at least one of --glb, --ply")
+    _check_outputs(outputs.values())
+    gaussians = read_splats(args.splats)
+    writers = {"glb": write_glb, "ply": write_ply}
+    with ExitStack() as stack:
+        for kind, path in outputs.items():
+            writers[kind](gaussians, stack.enter_context(atomic_output(path)))
+    for path in outputs.values():
+        print(f"wrote {path}")
+
+
 def _check_outputs(paths) -> None:
     """Fail before any work when an output folder cannot be written (so nothing is left half done)."""
     from .core.atomic_files import check_writable
@@ -222,10 +318,22 @@ def _box(text: str) -> tuple[float, float, float, float]:
     return values
 
 
+def _pixels(text: str) -> int:
+    """--width / --height value: a whole number of pixels, 1..16384."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value <= 16384:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of pixels between 1 and 16384")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Avatar Capture from the command line: build the body model, capture a video, "
-        "import a motion clip into Blender and export it (FBX, glTF, BVH), or make the demo.")
+        "import a motion clip into Blender and export it (FBX, glTF, BVH), render or export Gaussian splats, "
+        "or make the demo.")
     _add_settings_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -277,6 +385,38 @@ def build_parser() -> argparse.ArgumentParser:
                          help="how hard the fit works (default: balanced)")
     _add_settings_options(capture, defaults=False)
     capture.set_defaults(run=_capture)
+
+    splat = commands.add_parser("splat", help="Gaussian splat commands (render, export)",
+                                description="Gaussian splat clouds: render one to an image, export it.")
+    splat_commands = splat.add_subparsers(dest="splat_command", required=True, metavar="COMMAND")
+    render = splat_commands.add_parser(
+        "render", help="render a splat cloud to an RGBA PNG",
+        description="Render a splat cloud (3DGS .ply or .npz) to an RGBA PNG (straight alpha). Without --camera "
+        "the camera looks at the whole cloud from the front (-Y), a little above, with a 40 degree field of view.")
+    render.add_argument("splats", metavar="PLY", help="splat file (3DGS .ply or avatar-capture .npz)")
+    render.add_argument("-o", "--output", metavar="PNG", required=True, help="image to write (.png)")
+    render.add_argument("--width", metavar="W", type=_pixels,
+                        help=f"image width in pixels (default: the camera file's, else {DEFAULT_SPLAT_SIZE})")
+    render.add_argument("--height", metavar="H", type=_pixels,
+                        help=f"image height in pixels (default: the camera file's, else {DEFAULT_SPLAT_SIZE})")
+    render.add_argument("--camera", metavar="JSON",
+                        help='camera file: {"width", "height", "K" or "fov_deg", "world_to_cam" (OpenCV) or "eye" '
+                        'and "target" (world metres, Z up)}; --width/--height rescale it')
+    render.add_argument("--engine", choices=SPLAT_ENGINES, default="reference",
+                        help="reference: the CPU/CUDA rasterizer; viewport: the viewport's shaders in headless "
+                        "Blender (default: reference)")
+    render.add_argument("--sh-degree", metavar="N", type=int, choices=range(4),
+                        help="highest SH band used for the colour, 0-3 (default: all the file has)")
+    render.set_defaults(run=_splat_render)
+    export = splat_commands.add_parser(
+        "export", help="export a splat cloud as glTF binary (KHR_gaussian_splatting) and/or 3DGS PLY",
+        description="Export a splat cloud (3DGS .ply or .npz) as GLB with the KHR_gaussian_splatting extension "
+        "(a point cloud with COLOR_0 in viewers without it; a skinned cloud also gets a glTF skin) and/or as a "
+        "standard 3DGS PLY.")
+    export.add_argument("splats", metavar="PLY", help="splat file (3DGS .ply or avatar-capture .npz)")
+    export.add_argument("--glb", metavar="FILE", help="write glTF binary with KHR_gaussian_splatting")
+    export.add_argument("--ply", metavar="FILE", help="write a standard 3DGS PLY (binary little endian)")
+    export.set_defaults(run=_splat_export)
 
     demo = commands.add_parser(
         "demo", help="capture the demo video and write demo.npz, demo_overlay.mp4, .blend, .fbx, .glb",

@@ -2,20 +2,23 @@
 to the scene builders in ``blender/``; the algorithms live in ``core/``."""
 import bpy
 
-from . import capture, check_setup, export, import_clip, jobs
+from . import capture, check_setup, export, import_clip, jobs, splats
 
-CLASSES = check_setup.CLASSES + jobs.CLASSES + import_clip.CLASSES + capture.CLASSES + export.CLASSES
+CLASSES = (check_setup.CLASSES + jobs.CLASSES + import_clip.CLASSES + capture.CLASSES + export.CLASSES
+           + splats.CLASSES)
 
 
 def draw_import_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     """File > Import entry, where animators look for importers first."""
     self.layout.operator(import_clip.AVATAR_OT_import_clip.bl_idname, text="Avatar Capture Motion Clip (.npz)")
     self.layout.operator(capture.AVATAR_OT_capture_video.bl_idname, text="Avatar Capture from Video")
+    self.layout.operator(splats.AVATAR_OT_import_splats.bl_idname, text="Gaussian Splats (.ply)")
 
 
 def draw_export_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
-    """File > Export entry for the active avatar (FBX, glTF, BVH)."""
+    """File > Export entries for the active avatar (FBX, glTF, BVH) and splat object (.ply, .glb)."""
     self.layout.operator(export.AVATAR_OT_export.bl_idname, text="Avatar Capture Avatar (.fbx/.glb/.bvh)")
+    self.layout.operator(splats.AVATAR_OT_export_splats.bl_idname, text="Gaussian Splats (.ply/.glb)")
 
 
 def register() -> None:

@@ -1,9 +1,9 @@
 """Blender panels: the "Avatar" tab of the 3D viewport sidebar."""
 import bpy
 
-from . import sidebar
+from . import sidebar, splats
 
-CLASSES = sidebar.CLASSES
+CLASSES = sidebar.CLASSES + splats.CLASSES
 
 
 def register() -> None:

@@ -1,0 +1,65 @@
+"""The "Splats" panel of the Avatar sidebar tab: show/hide, size and quality of splat drawing,
+what is in the scene, and the splat import/export/bind actions.
+
+It also says plainly what users otherwise find out the hard way: splats are drawn by a viewport
+draw handler, so F12 renders do not contain them, and why drawing is off when the GPU cannot
+draw them.
+"""
+from __future__ import annotations
+
+import bpy
+
+from ..blender import splat_gpu
+from .sidebar import _wrapped_labels
+
+_ACTIONS = (("avatar.import_splats", "IMPORT"), ("avatar.export_splats", "EXPORT"),
+            ("avatar.bind_splats", "ARMATURE_DATA"))
+
+
+def _operator_exists(idname: str) -> bool:
+    category, name = idname.split(".")
+    return hasattr(getattr(bpy.types, f"{category.upper()}_OT_{name}", None), "bl_rna")
+
+
+class VIEW3D_PT_avatar_splats(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Avatar"
+    bl_label = "Splats"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw_header(self, context: bpy.types.Context) -> None:
+        self.layout.prop(context.scene.avatar_splats, "show", text="")
+
+    def draw(self, context: bpy.types.Context) -> None:
+        from ..blender.splat_draw import problems, splat_objects
+
+        layout = self.layout
+        settings = context.scene.avatar_splats
+        col = layout.column(align=True)
+        col.active = settings.show
+        col.prop(settings, "scale")
+        col.prop(settings, "sh_degree")
+
+        objects = splat_objects(context.view_layer)
+        splats = sum(len(obj.data.vertices) for obj in objects)
+        layout.label(text=f"{len(objects)} splat object{'s' if len(objects) != 1 else ''}, {splats:,} splats",
+                     icon="POINTCLOUD_DATA")
+        if splat_gpu.disabled_reason is not None:
+            box = layout.box()
+            box.alert = True
+            _wrapped_labels(box, context, f"Splats are not drawn: {splat_gpu.disabled_reason}", "ERROR")
+        for name, problem in sorted(problems.items()):
+            box = layout.box()
+            box.alert = True
+            _wrapped_labels(box, context, f"'{name}' is not drawn: {problem}", "ERROR")
+
+        actions = layout.column(align=True)
+        for idname, icon in _ACTIONS:
+            if _operator_exists(idname):
+                actions.operator(idname, icon=icon)
+        _wrapped_labels(layout, context, "Splats are drawn in the viewport only: F12 renders leave them out. "
+                        "For a still image use `avatarcap splat render`.", "INFO")
+
+
+CLASSES = (VIEW3D_PT_avatar_splats,)
