@@ -302,6 +302,7 @@ def _draw_handler() -> None:
                       region.width, region.height, rv3d.as_pointer())
 
 
+@bpy.app.handlers.persistent
 def _mark_dirty(_scene, depsgraph) -> None:
     """depsgraph_update_post: remember meshes whose own geometry changed (not armature deformation)."""
     for update in depsgraph.updates:
@@ -309,6 +310,7 @@ def _mark_dirty(_scene, depsgraph) -> None:
             _dirty_meshes.add(update.id.original.as_pointer())
 
 
+@bpy.app.handlers.persistent
 def _forget_all(*_args) -> None:
     """load_post: a new file, new objects; drop every cloud."""
     _entries.clear()

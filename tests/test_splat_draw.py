@@ -379,6 +379,15 @@ def test_render_offscreen_without_a_gpu_backend_says_so(monkeypatch: pytest.Monk
         render_offscreen(g, framing_camera(g.means, 16, 16))
 
 
+def test_the_update_handlers_survive_opening_another_file(addon, tmp_path) -> None:
+    """Blender drops non-persistent app handlers on file load: mesh edits would then go unnoticed."""
+    path = tmp_path / "other.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    assert splat_draw._mark_dirty in bpy.app.handlers.depsgraph_update_post
+    assert splat_draw._forget_all in bpy.app.handlers.load_post
+
+
 def test_unregister_removes_the_draw_handler() -> None:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     avatar_capture.register()
