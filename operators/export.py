@@ -8,15 +8,14 @@ nothing to undo and no undo step to clutter the history.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import bpy
 from bpy.props import EnumProperty, StringProperty
-from bpy_extras.io_utils import ExportHelper
 
 from ..blender.export import FORMAT_EXTENSIONS, export_avatar
 from ..core.errors import AvatarCaptureError
+from .format_export import FormatExportHelper
 
 _FORMAT_ITEMS = (
     ("FBX", "FBX (.fbx)", "Armature, skinned body and motion baked on every frame"),
@@ -42,14 +41,14 @@ def avatar_armature(obj: bpy.types.Object | None) -> bpy.types.Object | None:
     return None
 
 
-class AVATAR_OT_export(bpy.types.Operator, ExportHelper):
+class AVATAR_OT_export(bpy.types.Operator, FormatExportHelper):
     """Export the active avatar (armature, skinned body and motion) as FBX, glTF or BVH"""
 
     bl_idname = "avatar.export"
     bl_label = "Export Avatar"
     bl_options = {"REGISTER"}
 
-    filename_ext = ""
+    format_extensions = FORMAT_EXTENSIONS
     filter_glob: StringProperty(default="*.fbx;*.glb;*.gltf;*.bvh", options={"HIDDEN"})
     file_format: EnumProperty(name="Format", items=_FORMAT_ITEMS, default="FBX")
     rest_pose: EnumProperty(name="Rest Pose", items=_REST_POSE_ITEMS, default="AS_IS",
@@ -62,22 +61,8 @@ class AVATAR_OT_export(bpy.types.Operator, ExportHelper):
             return False
         return True
 
-    def _path_with_extension(self) -> str:
-        return bpy.path.ensure_ext(os.path.splitext(self.filepath)[0], FORMAT_EXTENSIONS[self.file_format])
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if not self.filepath:
-            folder = os.path.dirname(bpy.data.filepath) if bpy.data.filepath else os.path.expanduser("~")
-            name = bpy.path.clean_name(avatar_armature(context.active_object).name)
-            self.filepath = os.path.join(folder, name + FORMAT_EXTENSIONS[self.file_format])
-        return super().invoke(context, event)
-
-    def check(self, context: bpy.types.Context) -> bool:
-        """Keep the file name's extension in step with the chosen format."""
-        path = self._path_with_extension()
-        changed = path != self.filepath
-        self.filepath = path
-        return changed
+    def default_name(self, context: bpy.types.Context) -> str:
+        return avatar_armature(context.active_object).name
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -90,7 +75,7 @@ class AVATAR_OT_export(bpy.types.Operator, ExportHelper):
         if armature is None:
             self.report({"ERROR"}, "Select an avatar's armature or body mesh to export")
             return {"CANCELLED"}
-        path = Path(self._path_with_extension())
+        path = Path(self.path_with_extension())
         try:
             export_avatar(context.scene, armature, path, self.file_format, self.rest_pose)
         except AvatarCaptureError as exc:

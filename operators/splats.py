@@ -8,13 +8,12 @@ no debris. Export has no UNDO flag: it changes nothing in the scene.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import bpy
 import numpy as np
 from bpy.props import BoolProperty, EnumProperty, StringProperty
-from bpy_extras.io_utils import ExportHelper, ImportHelper
+from bpy_extras.io_utils import ImportHelper
 
 from ..blender import datablocks
 from ..blender.splat_object import bind_to_armature, create_splat_object, gaussians_from_object, is_splat_object
@@ -23,6 +22,7 @@ from ..core.splats.gaussians import Gaussians
 from ..core.splats.gltf import write_glb
 from ..core.splats.ply import read_splats, write_ply
 from ..core.splats.transforms import transform_gaussians
+from .format_export import FormatExportHelper
 
 _EXTENSIONS = {"PLY": ".ply", "GLB": ".glb"}
 _FORMAT_ITEMS = (
@@ -92,14 +92,14 @@ def _build(context: bpy.types.Context, g: Gaussians, name: str, armature: bpy.ty
     return obj
 
 
-class AVATAR_OT_export_splats(bpy.types.Operator, ExportHelper):
+class AVATAR_OT_export_splats(bpy.types.Operator, FormatExportHelper):
     """Export the active splat object as a 3DGS .ply or a glTF .glb (KHR_gaussian_splatting)"""
 
     bl_idname = "avatar.export_splats"
     bl_label = "Export Gaussian Splats"
     bl_options = {"REGISTER"}
 
-    filename_ext = ""
+    format_extensions = _EXTENSIONS
     filter_glob: StringProperty(default="*.ply;*.glb", options={"HIDDEN"})
     file_format: EnumProperty(name="Format", items=_FORMAT_ITEMS, default="PLY")
     include_skin: BoolProperty(
@@ -118,22 +118,8 @@ class AVATAR_OT_export_splats(bpy.types.Operator, ExportHelper):
             return False
         return True
 
-    def _path_with_extension(self) -> str:
-        return bpy.path.ensure_ext(os.path.splitext(self.filepath)[0], _EXTENSIONS[self.file_format])
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if not self.filepath:
-            folder = os.path.dirname(bpy.data.filepath) if bpy.data.filepath else os.path.expanduser("~")
-            name = bpy.path.clean_name(context.active_object.name)
-            self.filepath = os.path.join(folder, name + _EXTENSIONS[self.file_format])
-        return super().invoke(context, event)
-
-    def check(self, context: bpy.types.Context) -> bool:
-        """Keep the file name's extension in step with the chosen format."""
-        path = self._path_with_extension()
-        changed = path != self.filepath
-        self.filepath = path
-        return changed
+    def default_name(self, context: bpy.types.Context) -> str:
+        return context.active_object.name
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -149,7 +135,7 @@ class AVATAR_OT_export_splats(bpy.types.Operator, ExportHelper):
         if not is_splat_object(obj):
             self.report({"ERROR"}, "Select a splat object to export")
             return {"CANCELLED"}
-        path = Path(self._path_with_extension())
+        path = Path(self.path_with_extension())
         if obj.mode == "EDIT":
             obj.update_from_editmode()
         try:

@@ -72,15 +72,15 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0,
 def framing_camera(means_world: np.ndarray, width: int, height: int, fov_deg: float = 40.0) -> SplatCamera:
     """The default view of a cloud: from the front (-Y), a little above, the whole cloud in frame.
 
-    Uses the 1st-99th percentile box of the means so a few stray splats far out do
+    Uses the 0.5th-99.5th percentile box of the means so a few stray splats far out do
     not shrink the subject to a dot.
     """
-    lo, hi = np.percentile(np.asarray(means_world, float), [1.0, 99.0], axis=0)
+    lo, hi = np.percentile(np.asarray(means_world, float), [0.5, 99.5], axis=0)
     centre = (lo + hi) / 2.0
     radius = max(float(np.linalg.norm(hi - lo)) / 2.0, 1e-3)
     K = intrinsics(width, height, fov_deg)
     half_fov = math.atan(min(width, height) / 2.0 / K[0, 0])
-    distance = radius / math.sin(half_fov) * 1.05
+    distance = radius / math.sin(half_fov) * 1.15  # room for the splats' own extent around their means
     direction = np.array([0.0, -math.cos(math.radians(15.0)), math.sin(math.radians(15.0))])
     return SplatCamera(K, look_at(centre + distance * direction, centre), int(width), int(height))
 
