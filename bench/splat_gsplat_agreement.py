@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-REAL_PLY = Path("/work/shared/media/splats/douglas0406_GSHairLoD__donut_fused.ply")
+REAL_PLY = Path(__file__).resolve().parents[2] / "shared" / "media" / "splats" / "douglas0406_GSHairLoD__donut_fused.ply"
 PSNR_TARGET_DB = 40.0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-REAL_PLY = Path("/work/shared/media/splats/douglas0406_GSHairLoD__donut_fused.ply")
+REAL_PLY = Path(__file__).resolve().parents[2] / "shared" / "media" / "splats" / "douglas0406_GSHairLoD__donut_fused.ply"
 
 
 def random_scene(count: int, size: int):

@@ -18,8 +18,8 @@ from avatar_capture.core.splats.container import save_splats
 from avatar_capture.core.splats.gaussians import (Gaussians, SplatSkin, SurfaceBinding, make_gaussians,
                                                   sh_coefficient_count)
 from avatar_capture.core.splats.ply import read_ply, write_ply
+from shared_media import REAL_SPLAT_PLY
 
-SHARED_PLY = Path("/work/shared/media/splats/douglas0406_GSHairLoD__donut_fused.ply")
 DATA_KINDS = ("objects", "meshes", "armatures", "collections", "materials")
 BONES = ("hips", "spine", "chest")
 
@@ -197,13 +197,13 @@ def test_import_operator_reads_a_3dgs_ply(scene, addon, tmp_path):
     assert_same_cloud(gaussians_from_object(obj), read_ply(path))
 
 
-@pytest.mark.skipif(not SHARED_PLY.exists(), reason="shared media (a real 3DGS PLY) not available")
+@pytest.mark.skipif(not REAL_SPLAT_PLY.exists(), reason="shared media (a real 3DGS PLY) not available")
 def test_import_operator_reads_a_real_3dgs_file(scene, addon):
-    assert bpy.ops.avatar.import_splats(filepath=str(SHARED_PLY)) == {"FINISHED"}
+    assert bpy.ops.avatar.import_splats(filepath=str(REAL_SPLAT_PLY)) == {"FINISHED"}
     obj = bpy.context.view_layer.objects.active
     g = gaussians_from_object(obj)
     assert g.count == 45624 and g.sh_degree == 0 and g.skin is None
-    assert_same_cloud(g, read_ply(SHARED_PLY))
+    assert_same_cloud(g, read_ply(REAL_SPLAT_PLY))
 
 
 def test_import_operator_binds_to_the_active_armature(scene, addon, tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,8 +28,8 @@ from avatar_capture.core.splats.gaussians import Gaussians, SplatSkin, make_gaus
 from avatar_capture.core.splats.render import render
 from avatar_capture.core.splats.skinning import skin_gaussians
 from avatar_capture.core.splats.transforms import transform_gaussians
+from shared_media import REAL_SPLAT_PLY
 
-REAL_PLY = Path("/work/shared/media/splats/douglas0406_GSHairLoD__donut_fused.ply")
 
 
 @pytest.fixture
@@ -108,11 +107,11 @@ def test_off_centre_principal_point_and_non_square_focal(addon) -> None:
     assert psnr(render_offscreen(g, camera), reference_rgba(g, camera)) >= 30.0
 
 
-@pytest.mark.skipif(not REAL_PLY.exists(), reason="shared media not available")
+@pytest.mark.skipif(not REAL_SPLAT_PLY.exists(), reason="shared media not available")
 def test_real_ply_matches_reference_rasterizer(addon) -> None:
     from avatar_capture.core.splats.ply import read_ply
 
-    g = read_ply(REAL_PLY)
+    g = read_ply(REAL_SPLAT_PLY)
     camera = framing_camera(g.means, 160, 160)
     image = render_offscreen(g, camera)
     reference = reference_rgba(g, camera)

@@ -24,9 +24,9 @@ from avatar_capture.core.rotations import axis_angle_to_quat, quat_to_matrix
 from avatar_capture.core.splats import gltf
 from avatar_capture.core.splats.gaussians import SplatSkin, make_gaussians
 from avatar_capture.core.splats.sh import SH_C0
+from shared_media import REAL_SPLAT_PLY
 
 EXT = "KHR_gaussian_splatting"
-REAL_PLY = Path("/work/shared/media/splats/douglas0406_GSHairLoD__donut_fused.ply")
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])  # glTF (x, y, z) = (x, z, -y)
 BONES = ("hips", "spine", "head", "arm.L", "arm.R", "hand.L")
 PARENTS = (-1, 0, 1, 1, 1, 3)
@@ -119,11 +119,11 @@ def test_the_khronos_validator_finds_no_errors(tmp_path, degree, skinned):
     assert [m["code"] for m in issues["messages"]] == ["UNSUPPORTED_EXTENSION"]  # the one info
 
 
-@pytest.mark.skipif(not REAL_PLY.exists(), reason="the shared media (a real 3DGS PLY) is not on this machine")
+@pytest.mark.skipif(not REAL_SPLAT_PLY.exists(), reason="the shared media (a real 3DGS PLY) is not on this machine")
 def test_a_real_capture_exports_cleanly(tmp_path):
     from avatar_capture.core.splats.ply import read_ply
 
-    g = read_ply(REAL_PLY)
+    g = read_ply(REAL_SPLAT_PLY)
     path = tmp_path / "donut.glb"
     gltf.write_glb(g, path)
     report = gltf.validate_gltf(path)

@@ -11,8 +11,8 @@ from avatar_capture.core.errors import FileFormatError
 from avatar_capture.core.splats.container import save_splats
 from avatar_capture.core.splats.gaussians import SplatSkin, make_gaussians, sh_coefficient_count
 from avatar_capture.core.splats.ply import read_ply, read_splats, write_ply
+from shared_media import REAL_SPLAT_PLY
 
-REAL_PLY = Path("/work/shared/media/splats/douglas0406_GSHairLoD__donut_fused.ply")
 _STRUCT = {"float": "f", "double": "d", "uchar": "B", "char": "b", "int": "i", "uint": "I", "short": "h",
            "float32": "f", "int32": "i", "uint8": "B"}
 
@@ -171,9 +171,9 @@ def test_ascii_with_normals_degree_two_crlf_header_and_an_element_before(tmp_pat
     np.testing.assert_array_equal(cloud.log_scales[:, 1], table[:, names.index("scale_1")].astype(np.float32))
 
 
-@pytest.mark.skipif(not REAL_PLY.exists(), reason="shared media absent")
+@pytest.mark.skipif(not REAL_SPLAT_PLY.exists(), reason="shared media absent")
 def test_real_3dgs_file_reads():
-    cloud = read_splats(REAL_PLY)
+    cloud = read_splats(REAL_SPLAT_PLY)
     assert cloud.count == 45624 and cloud.sh_degree == 0
     assert np.all(np.isfinite(cloud.means)) and np.ptp(cloud.means, axis=0).min() > 0.0
     assert 0.0 < cloud.opacities.mean() < 1.0

@@ -3,7 +3,6 @@ against a per-pixel loop, gradients against finite differences, and a real 3DGS 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,8 @@ from avatar_capture.core.splats.gaussians import make_gaussians
 from avatar_capture.core.splats.project import project_gaussians
 from avatar_capture.core.splats.rasterize import ALPHA_MAX, ALPHA_MIN, TRANSMITTANCE_MIN, rasterize
 from avatar_capture.core.splats.render import render, render_tensors
+from shared_media import REAL_SPLAT_PLY
 
-REAL_PLY = Path("/work/shared/media/splats/douglas0406_GSHairLoD__donut_fused.ply")
 
 
 def random_cloud(n: int, *, seed: int, log_scale: float = -2.5, sh_coefficients: int = 16,
@@ -247,11 +246,11 @@ def test_render_tensors_is_differentiable_in_float32() -> None:
         assert torch.isfinite(t.grad).all() and (t.grad != 0).any()
 
 
-@pytest.mark.skipif(not REAL_PLY.exists(), reason="shared media absent")
+@pytest.mark.skipif(not REAL_SPLAT_PLY.exists(), reason="shared media absent")
 def test_a_real_3dgs_file_renders_centred_in_the_default_camera() -> None:
     from avatar_capture.core.splats.ply import read_ply
 
-    g = read_ply(REAL_PLY)
+    g = read_ply(REAL_SPLAT_PLY)
     cam = framing_camera(g.means, 200, 160)
     out = render(g, cam, backend="cpu")
     assert np.isfinite(out.colour).all() and out.alpha.max() <= 1.0 + 1e-6
