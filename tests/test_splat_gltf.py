@@ -23,7 +23,7 @@ from avatar_capture.core.errors import AvatarCaptureError
 from avatar_capture.core.rotations import axis_angle_to_quat, quat_to_matrix
 from avatar_capture.core.splats import gltf
 from avatar_capture.core.splats.gaussians import SplatSkin, make_gaussians
-from avatar_capture.core.splats.sh import SH_C0
+from avatar_capture.core.splats.sh import SH_C0, sh_to_colour
 from shared_media import REAL_SPLAT_PLY
 
 EXT = "KHR_gaussian_splatting"
@@ -220,31 +220,44 @@ def test_every_attribute_matches_the_spec(tmp_path, degree):
                                                                                     keepdims=True), axis=1)), 1.0)
 
 
+def skinned_mesh_node(document: dict) -> int:
+    """The skinned mesh node, checked to be a scene root without a transform (its global transform is I)."""
+    nodes = document["nodes"]
+    mesh_node = next(i for i, node in enumerate(nodes) if "mesh" in node)
+    assert mesh_node in document["scenes"][0]["nodes"]
+    assert not any(mesh_node in node.get("children", ()) for node in nodes)
+    assert not {"rotation", "translation", "scale", "matrix"} & set(nodes[mesh_node])
+    return mesh_node
+
+
 def test_the_skin_round_trips(tmp_path):
     g = random_cloud(1, skinned=True)
     path = tmp_path / "skinned.glb"
     gltf.write_glb(g, path)
     document, binary = parse_glb(path)
     nodes = document["nodes"]
-    mesh_node = next(i for i, node in enumerate(nodes) if "mesh" in node)
-    assert mesh_node in document["scenes"][0]["nodes"]  # the skinned mesh is a root without a transform
-    assert not {"rotation", "translation", "scale", "matrix"} & set(nodes[mesh_node])
+    mesh_node = skinned_mesh_node(document)
     (skin,) = document["skins"]
     assert nodes[mesh_node]["skin"] == 0 and [nodes[j]["name"] for j in skin["joints"]] == list(BONES)
 
-    # Global rest frame of each joint = root rotation @ the bone's rest_bone_to_object.
+    # Global rest frame of each joint = our rest_bone_to_object turned Z up -> Y up; root bones are scene roots.
+    z_up_to_y_up = np.eye(4)
+    z_up_to_y_up[:3, :3] = Z_UP_TO_Y_UP
     parent = {child: i for i, node in enumerate(nodes) for child in node.get("children", [])}
+    world = np.empty((len(BONES), 4, 4))
     for bone, joint in enumerate(skin["joints"]):
-        world, walk = np.eye(4), joint
+        world[bone], walk = np.eye(4), joint
         while walk is not None:
-            world = node_matrix(nodes[walk]) @ world
+            world[bone] = node_matrix(nodes[walk]) @ world[bone]
             walk = parent.get(walk)
-        expected = np.eye(4)
-        expected[:3, :3] = Z_UP_TO_Y_UP
-        assert np.allclose(world, expected @ g.skin.rest_bone_to_object[bone], atol=1e-6)
-        assert parent[joint] == (skin["joints"][PARENTS[bone]] if PARENTS[bone] >= 0 else skin["skeleton"])
+        assert np.allclose(world[bone], z_up_to_y_up @ g.skin.rest_bone_to_object[bone], atol=1e-6)
+        if PARENTS[bone] >= 0:
+            assert parent[joint] == skin["joints"][PARENTS[bone]]
+        else:
+            assert joint not in parent and joint in document["scenes"][0]["nodes"]
+    # At rest every joint's skinning matrix is the identity: the stored attributes are the rest pose, in Y up.
     inverse_bind = accessor(document, binary, skin["inverseBindMatrices"]).reshape(-1, 4, 4).transpose(0, 2, 1)
-    assert np.allclose(inverse_bind @ g.skin.rest_bone_to_object, np.eye(4), atol=1e-5)
+    assert np.allclose(world @ inverse_bind, np.eye(4), atol=1e-5)
 
     attributes = document["meshes"][0]["primitives"][0]["attributes"]
     joints = accessor(document, binary, attributes["JOINTS_0"])
@@ -254,10 +267,59 @@ def test_the_skin_round_trips(tmp_path):
     assert np.array_equal(np.where(g.skin.bone_weights > 0, g.skin.bone_indices, 0), joints)
     assert np.allclose(weights, g.skin.bone_weights, atol=1e-6)
 
-    back = gltf.read_glb(path).skin
+    # read_glb turns everything back to Z up: exact up to float32 rounding (the means bit for bit: the turn
+    # only swaps and negates coordinates), where an unskinned cloud round trips bit for bit.
+    cloud = gltf.read_glb(path)
+    back = cloud.skin
     assert back.bone_names == BONES and np.array_equal(back.bone_parents, PARENTS)
     assert np.allclose(back.rest_bone_to_object, g.skin.rest_bone_to_object, atol=1e-6)
     assert np.allclose(back.bone_weights, g.skin.bone_weights, atol=1e-6)
+    assert np.array_equal(cloud.means, g.means)
+    assert np.allclose(cloud.sh, g.sh, atol=1e-6)
+    assert np.allclose(cloud.log_scales, g.log_scales, atol=1e-5)
+    assert np.allclose(cloud.logit_opacities, g.logit_opacities, atol=1e-4)
+    unit = lambda q: q / np.linalg.norm(q, axis=1, keepdims=True)  # noqa: E731
+    assert np.allclose(np.abs(np.sum(unit(cloud.rotations.astype(np.float64)) * unit(g.rotations.astype(np.float64)),
+                                     axis=1)), 1.0, atol=1e-6)
+
+
+def test_a_skinned_cloud_stands_up_in_a_reader_that_ignores_the_skin(tmp_path):
+    """Most splat viewers ignore the skin: they draw the stored attributes under the mesh node's global
+    transform (the identity for a skinned mesh). A cloud tall along our Z must then be tall along glTF's +Y,
+    head up, with splats oriented and view-dependent colour turned the same way."""
+    g = random_cloud(2, skinned=True, n=300, seed=3)
+    rng = np.random.default_rng(4)
+    means = rng.normal(0, 1, size=(g.count, 3)) * [0.15, 0.1, 0.5] + [0.3, -0.2, 0.9]  # tall along +Z, above ground
+    g = make_gaussians(means, g.rotations, g.log_scales, g.logit_opacities, g.sh, skin=g.skin)
+    path = tmp_path / "standing.glb"
+    gltf.write_glb(g, path)
+    document, binary = parse_glb(path)
+    skinned_mesh_node(document)
+    (primitive,) = document["meshes"][0]["primitives"]
+    attributes = {name: accessor(document, binary, index).astype(np.float64)
+                  for name, index in primitive["attributes"].items()}
+
+    drawn = attributes["POSITION"]  # glTF world, Y up
+    extent = drawn.max(axis=0) - drawn.min(axis=0)
+    assert extent[1] > 2.0 * max(extent[0], extent[2])  # tall along Y
+    top, bottom = np.argmax(g.means[:, 2]), np.argmin(g.means[:, 2])
+    assert drawn[top, 1] == drawn.max(axis=0)[1] and drawn[bottom, 1] == drawn.min(axis=0)[1]  # head up
+    assert np.array_equal(drawn, g.means @ Z_UP_TO_Y_UP.T)  # glTF (x, y, z) = (x, z, -y), exactly
+
+    # Covariances as the spec builds them from ROTATION (xyzw) and SCALE, in the identity-transformed node.
+    scale = attributes[f"{EXT}:SCALE"]
+    c = np.stack([rotation_xyzw(q) for q in attributes[f"{EXT}:ROTATION"]]) * scale[:, None, :]
+    ours = quat_to_matrix(g.rotations) * np.exp(g.log_scales.astype(np.float64))[:, None, :]
+    assert np.allclose(c @ c.transpose(0, 2, 1), Z_UP_TO_Y_UP @ ours @ ours.transpose(0, 2, 1) @ Z_UP_TO_Y_UP.T,
+                       atol=1e-9)
+
+    # View-dependent colour: seen along a glTF direction d, as ours along the same direction in Z up.
+    stored = np.stack([attributes[f"{EXT}:SH_DEGREE_{d}_COEF_{n}"] for d in range(3) for n in range(2 * d + 1)],
+                      axis=1)
+    dirs = rng.normal(size=(g.count, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    assert np.allclose(sh_to_colour(stored, dirs @ Z_UP_TO_Y_UP.T, 2), sh_to_colour(g.sh.astype(np.float64), dirs, 2),
+                       atol=1e-5)
 
 
 def test_a_bone_listed_twice_is_merged_and_still_validates(tmp_path):
@@ -312,6 +374,17 @@ def test_read_glb_refuses_what_it_cannot_read(tmp_path):
     with pytest.raises(FileFormatError, match="file not found"):
         gltf.read_glb(tmp_path / "absent.glb")
 
+    # A skinned file whose root bone hangs under another node (a frame change read_glb would not undo).
+    gltf.write_glb(random_cloud(0, skinned=True), path)
+    document, binary = parse_glb(path)
+    root = document["skins"][0]["joints"][PARENTS.index(-1)]
+    document["nodes"].append({"name": "turn", "rotation": list(gltf.Z_UP_TO_Y_UP_XYZW), "children": [root]})
+    document["scenes"][0]["nodes"] = [0, len(document["nodes"]) - 1]
+    nested = tmp_path / "nested.glb"
+    nested.write_bytes(gltf._glb(document, binary))
+    with pytest.raises(FileFormatError, match="nested.glb: a root joint has a parent node"):
+        gltf.read_glb(nested)
+
 
 # -- Blender's importer ---------------------------------------------------------------------------
 
@@ -333,6 +406,8 @@ def test_blender_imports_the_points_where_they_were(tmp_path, skinned):
         if skinned:
             (armature,) = [o for o in bpy.data.objects if o.type == "ARMATURE"]
             assert sorted(b.name for b in armature.data.bones) == sorted(BONES)
+            heads = np.array([armature.matrix_world @ armature.data.bones[b].head_local for b in BONES])
+            assert np.abs(heads - g.skin.rest_bone_to_object[:, :3, 3]).max() < 1e-5  # bones where they were
             assert obj.find_armature() == armature
             assert {group.name for group in obj.vertex_groups} == set(BONES)
     finally:

@@ -23,26 +23,29 @@ the projection and the sorting method. The extension is listed in
 a valid fallback. No material: the spec says splat rendering ignores it.
 
 Frames. Our object frame is Blender's (Z up, -Y forward); glTF's is Y up, +Z
-forward. Instead of rotating the data, the attributes are written as they are and a
-node rotation of -90 degrees about X (``Z_UP_TO_Y_UP_XYZW``, (x, y, z) -> (x, z, -y))
-turns the cloud upright. The spec makes renderers apply the node's global transform
-to the means and covariances and (SHOULD) rotate the SH by its rotation, so the
-picture is the same, and every stored number stays exactly what we have: rotating
-degree 1-3 SH ourselves mixes coefficients (Wigner matrices) and would round them,
-and a round trip through this file would no longer be bit-exact.
+forward; the turn between them is -90 degrees about X (``Z_UP_TO_Y_UP``, (x, y, z) ->
+(x, z, -y)). A static cloud keeps its attributes as they are under a node with that
+rotation (``Z_UP_TO_Y_UP_XYZW``): the spec makes renderers apply the node's global
+transform to the means and covariances and (SHOULD) rotate the SH by its rotation, so
+the picture is the same and the file round trips bit-exactly (rotating degree 1-3 SH
+ourselves mixes coefficients and rounds them). A skinned cloud cannot do that: glTF
+ignores a skinned mesh node's transform, and most splat renderers ignore the skin, so
+for them only data already in Y up is upright. Its means, rotations, SH and bone rest
+frames are therefore turned with ``transforms.transform_gaussians`` before writing,
+and read_glb turns them back: exact up to float32 rounding (~1e-6; the means exactly,
+the turn only permutes and negates them).
 
 Skin (beyond what the extension's spec covers: it says nothing about skinning). A
-cloud with a ``SplatSkin`` also gets one node per bone (local TRS from
-``rest_bone_to_object`` and the parents) under the Z-up -> Y-up node, a glTF skin
+cloud with a ``SplatSkin`` also gets one node per bone (local TRS from the turned
+``rest_bone_to_object`` and the parents; root bones are scene roots), a glTF skin
 whose joints are those nodes in bone order (so JOINTS_0 holds our bone indices,
 UNSIGNED_BYTE up to 256 bones, else UNSIGNED_SHORT; unused slots 0) with
-inverseBindMatrices = inverse(rest_bone_to_object) in our frame, and WEIGHTS_0 (FLOAT,
-rows renormalised, a bone listed twice in a row merged). The skinned mesh node sits at
-the scene root without a transform (glTF ignores it, and the validator warns when a
-skinned mesh has a parent); at rest joint_global @ inverse_bind = the Z-up -> Y-up
-rotation, which is what stands the cloud up in a skinning reader (Blender's importer
-puts every point back on its mean). A splat renderer that ignores the skin draws the
-raw attributes in the mesh node's frame, so it shows a skinned cloud lying on its back.
+inverseBindMatrices = inverse(turned rest_bone_to_object), and WEIGHTS_0 (FLOAT, rows
+renormalised, a bone listed twice in a row merged). The skinned mesh node sits at the
+scene root without a transform (the validator warns when a skinned mesh has a
+parent); at rest every joint_global @ inverse_bind is the identity, so skinning and
+non-skinning readers draw the same upright cloud (Blender's importer puts every point
+back on its mean).
 
 Layout rules kept: every accessor has its own tightly packed buffer view starting on a
 4-byte boundary (so no byteStride is needed: glTF requires it only when several vertex
@@ -66,9 +69,11 @@ from ..errors import AvatarCaptureError, FileFormatError
 from ..rotations import matrix_to_quat, quat_normalize, quat_to_matrix
 from .gaussians import Gaussians, SplatSkin, make_gaussians
 from .sh import SH_C0
+from .transforms import transform_gaussians
 
 EXTENSION = "KHR_gaussian_splatting"
-Z_UP_TO_Y_UP_XYZW = (-math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5))
+Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+Z_UP_TO_Y_UP_XYZW = (-math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5))  # the same turn as a glTF node rotation
 GENERATOR = "Avatar Capture"
 VALIDATOR_DIR = Path(__file__).resolve().parents[2] / "tools" / "gltf_validator"
 VALIDATOR_TIMEOUT_S = 300.0
@@ -96,6 +101,8 @@ def write_glb(g: Gaussians, path: str | Path, name: str | None = None) -> None:
 
 def _document(g: Gaussians, name: str) -> bytes:
     """The whole GLB file as bytes."""
+    if g.skin is not None:
+        g = transform_gaussians(g, Z_UP_TO_Y_UP)
     buffer = _BufferBuilder()
     with np.errstate(over="ignore"):  # exp(-logit) overflows to inf for logit << 0: opacity 0, as it should
         opacity = g.opacities.astype(np.float32)
@@ -133,21 +140,21 @@ def _fallback_colour(sh_dc: np.ndarray, opacity: np.ndarray) -> np.ndarray:
 
 
 def _add_skin(gltf: dict, buffer: "_BufferBuilder", skin: SplatSkin, name: str, attributes: dict) -> None:
-    """Bone nodes under the Z-up -> Y-up node, the skin, and JOINTS_0 / WEIGHTS_0 on the primitive."""
+    """Bone nodes (roots in the scene), the skin, and JOINTS_0 / WEIGHTS_0 on the primitive (skin in Y up)."""
     bones = len(skin.bone_names)
-    first_bone = 2  # node 0: the skinned mesh, node 1: the frame conversion, then one node per bone
+    first_bone = 1  # node 0: the skinned mesh, then one node per bone
     rest = np.asarray(skin.rest_bone_to_object, np.float64)
-    nodes: list[dict] = [{"name": name, "mesh": 0, "skin": 0},
-                         {"name": f"{name} (Z up to Y up)", "rotation": list(Z_UP_TO_Y_UP_XYZW), "children": []}]
+    nodes: list[dict] = [{"name": name, "mesh": 0, "skin": 0}]
     for bone, (bone_name, parent) in enumerate(zip(skin.bone_names, skin.bone_parents)):
         local = rest[bone] if parent < 0 else _affine_inverse(rest[parent]) @ rest[bone]
         nodes.append({"name": bone_name, **_trs(local, bone_name)})
-        owner = nodes[1] if parent < 0 else nodes[first_bone + int(parent)]
-        owner.setdefault("children", []).append(first_bone + bone)
+        if parent < 0:
+            gltf["scenes"][0]["nodes"].append(first_bone + bone)
+        else:
+            nodes[first_bone + int(parent)].setdefault("children", []).append(first_bone + bone)
     gltf["nodes"] = nodes
-    gltf["scenes"][0]["nodes"] = [0, 1]
     inverse_bind = np.stack([_affine_inverse(m) for m in rest])
-    gltf["skins"] = [{"name": name, "skeleton": 1, "joints": list(range(first_bone, first_bone + bones)),
+    gltf["skins"] = [{"name": f"{name} armature", "joints": list(range(first_bone, first_bone + bones)),
                       "inverseBindMatrices": buffer.accessor(
                           inverse_bind.transpose(0, 2, 1).reshape(bones, 16).astype(np.float32))}]
     joints, weights = gltf_influences(skin.bone_indices, skin.bone_weights)
@@ -253,8 +260,10 @@ def read_glb(path: str | Path) -> Gaussians:
     """The cloud (and skin) of a .glb laid out like write_glb writes it (round trips and checks).
 
     Reads the first primitive carrying the extension; values come back in our
-    parameterisation (log-scales, logit-opacities, wxyz) and frame (the node's Z-up ->
-    Y-up rotation is expected and not applied). Anything else raises FileFormatError.
+    parameterisation (log-scales, logit-opacities, wxyz) and Z-up frame: a static
+    cloud's node rotation is expected and not applied (bit-exact round trip), a skinned
+    cloud is turned back from Y up (exact up to float32 rounding, ~1e-6). Anything else
+    raises FileFormatError.
     """
     path = Path(path)
     gltf, binary = _parse_glb(path)
@@ -280,9 +289,10 @@ def read_glb(path: str | Path) -> Gaussians:
     if skin is None and node.get("rotation") is not None and \
             not np.allclose(node["rotation"], Z_UP_TO_Y_UP_XYZW, atol=1e-6):
         raise FileFormatError(path, f"node {node_index} is not the Z-up -> Y-up rotation write_glb writes", "rotation")
-    return make_gaussians(attribute("POSITION"), attribute(f"{EXTENSION}:ROTATION")[:, [3, 0, 1, 2]],
-                          np.log(attribute(f"{EXTENSION}:SCALE").astype(np.float64)),
-                          np.log(opacity / (1.0 - opacity)), sh, skin=skin)
+    g = make_gaussians(attribute("POSITION"), attribute(f"{EXTENSION}:ROTATION")[:, [3, 0, 1, 2]],
+                       np.log(attribute(f"{EXTENSION}:SCALE").astype(np.float64)),
+                       np.log(opacity / (1.0 - opacity)), sh, skin=skin)
+    return g if skin is None else transform_gaussians(g, Z_UP_TO_Y_UP.T)
 
 
 def _read_skin(path: Path, gltf: dict, binary: bytes, node: dict, attribute) -> SplatSkin:
@@ -292,6 +302,8 @@ def _read_skin(path: Path, gltf: dict, binary: bytes, node: dict, attribute) -> 
     bone_of_node = {node_index: bone for bone, node_index in enumerate(joints)}
     parent_of_node = {child: i for i, n in enumerate(gltf["nodes"]) for child in n.get("children", [])}
     parents = np.array([bone_of_node.get(parent_of_node.get(j), -1) for j in joints], np.int32)
+    if any(parents[bone] < 0 and j in parent_of_node for bone, j in enumerate(joints)):
+        raise FileFormatError(path, "a root joint has a parent node (write_glb makes root joints scene roots)", "skins")
     rest = np.zeros((len(joints), 4, 4))
     for bone, node_index in enumerate(joints):
         local = _node_matrix(gltf["nodes"][node_index])
