@@ -25,6 +25,17 @@ def camera_to_world_blender(world_to_cam: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.asarray(world_to_cam, dtype=np.float64)) @ _OPENCV_TO_BLENDER_CAMERA
 
 
+def world_to_cam_opencv(camera_to_world: np.ndarray) -> np.ndarray:
+    """OpenCV world_to_cam (..., 4, 4) of Blender camera object matrices (..., 4, 4).
+
+    The inverse of camera_to_world_blender. Blender cameras ignore the object's scale, so
+    each axis column is normalised first (a scaled camera sees what the unscaled one sees).
+    """
+    matrices = np.array(camera_to_world, dtype=np.float64)
+    matrices[..., :3, :3] /= np.linalg.norm(matrices[..., :3, :3], axis=-2, keepdims=True)
+    return _OPENCV_TO_BLENDER_CAMERA @ np.linalg.inv(matrices)
+
+
 def create_camera(name: str, camera: Camera, collection: bpy.types.Collection,
                   scene: bpy.types.Scene) -> bpy.types.Object:
     """A camera object matching K, image size and world_to_cam; keyed per frame if it moves.

@@ -2,10 +2,10 @@
 to the scene builders in ``blender/``; the algorithms live in ``core/``."""
 import bpy
 
-from . import capture, check_setup, export, import_clip, jobs, splats
+from . import capture, check_setup, export, import_clip, jobs, splat_render, splats
 
 CLASSES = (check_setup.CLASSES + jobs.CLASSES + import_clip.CLASSES + capture.CLASSES + export.CLASSES
-           + splats.CLASSES)
+           + splats.CLASSES + splat_render.CLASSES)
 
 
 def draw_import_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
@@ -21,15 +21,23 @@ def draw_export_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     self.layout.operator(splats.AVATAR_OT_export_splats.bl_idname, text="Gaussian Splats (.ply/.glb)")
 
 
+def draw_render_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    """Render menu entry next to Render Image: F12 does not see the splat draw handler."""
+    self.layout.separator()
+    self.layout.operator(splat_render.AVATAR_OT_render_with_splats.bl_idname, icon="RENDER_STILL")
+
+
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     jobs.register_handlers()
     bpy.types.TOPBAR_MT_file_import.append(draw_import_menu)
     bpy.types.TOPBAR_MT_file_export.append(draw_export_menu)
+    bpy.types.TOPBAR_MT_render.append(draw_render_menu)
 
 
 def unregister() -> None:
+    bpy.types.TOPBAR_MT_render.remove(draw_render_menu)
     bpy.types.TOPBAR_MT_file_export.remove(draw_export_menu)
     bpy.types.TOPBAR_MT_file_import.remove(draw_import_menu)
     jobs.unregister_handlers()

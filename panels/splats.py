@@ -2,8 +2,8 @@
 what is in the scene, and the splat import/export/bind actions.
 
 It also says plainly what users otherwise find out the hard way: splats are drawn by a viewport
-draw handler, so F12 renders do not contain them, and why drawing is off when the GPU cannot
-draw them.
+draw handler, so plain F12 renders do not contain them (Render Image with Splats composites them
+into a render), and why drawing is off when the GPU cannot draw them.
 """
 from __future__ import annotations
 
@@ -14,11 +14,6 @@ from .sidebar import _wrapped_labels
 
 _ACTIONS = (("avatar.import_splats", "IMPORT"), ("avatar.export_splats", "EXPORT"),
             ("avatar.bind_splats", "ARMATURE_DATA"))
-
-
-def _operator_exists(idname: str) -> bool:
-    category, name = idname.split(".")
-    return hasattr(getattr(bpy.types, f"{category.upper()}_OT_{name}", None), "bl_rna")
 
 
 class VIEW3D_PT_avatar_splats(bpy.types.Panel):
@@ -56,10 +51,10 @@ class VIEW3D_PT_avatar_splats(bpy.types.Panel):
 
         actions = layout.column(align=True)
         for idname, icon in _ACTIONS:
-            if _operator_exists(idname):
-                actions.operator(idname, icon=icon)
-        _wrapped_labels(layout, context, "Splats are drawn in the viewport only: F12 renders leave them out. "
-                        "For a still image use `avatarcap splat render`.", "INFO")
+            actions.operator(idname, icon=icon)
+        _wrapped_labels(layout, context, "F12 renders leave splats out: Render Image with Splats renders "
+                        "the scene camera's image and composites them in.", "INFO")
+        layout.operator("avatar.render_with_splats", icon="RENDER_STILL")
 
 
 CLASSES = (VIEW3D_PT_avatar_splats,)

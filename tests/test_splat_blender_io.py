@@ -219,22 +219,27 @@ def test_import_operator_binds_to_the_active_armature(scene, addon, tmp_path):
 def test_file_menus_list_the_splat_operators(addon):
     from types import SimpleNamespace
 
-    from avatar_capture.operators import draw_export_menu, draw_import_menu
+    from avatar_capture.operators import draw_export_menu, draw_import_menu, draw_render_menu
 
     class Layout:
         def __init__(self):
             self.operators = []
 
-        def operator(self, idname, text=""):
+        def operator(self, idname, text="", icon=""):
             self.operators.append((idname, text))
 
+        def separator(self):
+            pass
+
     listed = {}
-    for draw in (draw_import_menu, draw_export_menu):
+    for draw in (draw_import_menu, draw_export_menu, draw_render_menu):
         menu = SimpleNamespace(layout=Layout())
         draw(menu, bpy.context)
         listed.update(menu.layout.operators)
     assert listed["avatar.import_splats"] == "Gaussian Splats (.ply)"
     assert listed["avatar.export_splats"] == "Gaussian Splats (.ply/.glb)"
+    assert "avatar.render_with_splats" in listed
+    assert draw_render_menu in bpy.types.TOPBAR_MT_render.draw._draw_funcs
 
 
 def test_import_operator_reads_ascii_and_big_endian_files(scene, addon, tmp_path):

@@ -352,7 +352,8 @@ def test_a_gpu_failure_turns_drawing_off_with_a_message(addon, monkeypatch: pyte
         assert "Splats are not drawn" in labels and "1 splat object, 50 splats" in labels
         assert "F12" in labels
         operators = [args[0] for name, args, _ in drawn if name == "operator"]
-        assert operators == ["avatar.import_splats", "avatar.export_splats", "avatar.bind_splats"]
+        assert operators == ["avatar.import_splats", "avatar.export_splats", "avatar.bind_splats",
+                             "avatar.render_with_splats"]
     finally:
         splat_gpu.disabled_reason = None
 

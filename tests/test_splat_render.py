@@ -23,7 +23,7 @@ from mathutils import Vector
 
 import avatar_capture
 from avatar_capture.blender.splat_object import create_splat_object
-from avatar_capture.blender.splat_render import RESULT_IMAGE, read_render_result, scene_camera
+from avatar_capture.blender.splat_render import RESULT_IMAGE, RESULT_MARKER, read_render_result, scene_camera
 from avatar_capture.core.errors import AvatarCaptureError
 from avatar_capture.core.splats.camera import SplatCamera, intrinsics, look_at
 from avatar_capture.core.splats.gaussians import Gaussians, make_gaussians
@@ -116,7 +116,7 @@ def test_scene_camera_projects_like_blender(scene, resolution, percentage, fit, 
     data.sensor_fit, data.sensor_width, data.sensor_height = fit, 32.0, 20.0
     data.lens = 40.0
     data.shift_x, data.shift_y = shift
-    scene.camera.scale = (2.0, 2.0, 2.0)  # Blender cameras ignore their object's scale
+    scene.camera.scale = (1.0, 2.0, 0.5)  # Blender cameras ignore their object's scale
     bpy.context.view_layer.update()
 
     camera = scene_camera(scene)
@@ -132,11 +132,24 @@ def test_scene_camera_projects_like_blender(scene, resolution, percentage, fit, 
 def test_scene_camera_equals_the_same_camera_built_from_numbers(scene) -> None:
     scene.camera.data.lens, scene.camera.data.sensor_width = 30.0, 36.0
     scene.camera.data.clip_start, scene.camera.data.clip_end = 0.2, 50.0
+    scene.camera.scale = (3.0, 3.0, 3.0)
+    bpy.context.view_layer.update()
     camera = scene_camera(scene)
     fov = math.degrees(2.0 * math.atan(36.0 / 2.0 / 30.0))
     np.testing.assert_allclose(camera.K, intrinsics(WIDTH, HEIGHT, fov), atol=1e-9)
     np.testing.assert_allclose(camera.world_to_cam, look_at(EYE, TARGET), atol=1e-5)
     assert (camera.near, camera.far) == pytest.approx((0.2, 50.0))
+
+
+def test_world_to_cam_opencv_inverts_camera_to_world_blender() -> None:
+    from avatar_capture.blender.camera import camera_to_world_blender, world_to_cam_opencv
+
+    rng = np.random.default_rng(2)
+    world_to_cam = np.stack([look_at(rng.normal(size=3) * 3.0, rng.normal(size=3)) for _ in range(5)])
+    blender = camera_to_world_blender(world_to_cam)
+    np.testing.assert_allclose(world_to_cam_opencv(blender), world_to_cam, atol=1e-9)
+    blender[:, :3, :3] *= np.array([2.0, 0.5, 3.0])  # scaled camera objects: the view is the same
+    np.testing.assert_allclose(world_to_cam_opencv(blender), world_to_cam, atol=1e-9)
 
 
 def test_cameras_splats_cannot_use_are_refused(scene) -> None:
@@ -145,6 +158,10 @@ def test_cameras_splats_cannot_use_are_refused(scene) -> None:
         scene_camera(scene)
     scene.camera.data.type = "PANO"
     with pytest.raises(AvatarCaptureError, match="panoramic"):
+        scene_camera(scene)
+    scene.camera.data.type = "PERSP"
+    scene.render.use_multiview = True
+    with pytest.raises(AvatarCaptureError, match="Stereoscopy"):
         scene_camera(scene)
     empty = bpy.data.objects.new("Empty", None)
     scene.collection.objects.link(empty)
@@ -176,7 +193,41 @@ def test_render_with_splats_composites_splats_over_the_render(scene) -> None:
     assert bpy.data.images[RESULT_IMAGE].colorspace_settings.name == "Non-Color"
 
 
-def test_splat_size_from_the_panel_applies(scene) -> None:
+def test_a_render_region_crops_the_camera_or_bounds_the_splats(scene) -> None:
+    g = red_cloud(400, spread=0.35)
+    create_splat_object(g, "Cloud")
+    full_frame = scene_camera(scene)
+    settings = scene.render
+    settings.use_border, settings.use_crop_to_border = True, True
+    settings.border_min_x, settings.border_max_x, settings.border_min_y, settings.border_max_y = 0.3, 0.55, 0.25, 0.8
+    left, right = int(0.3 * WIDTH), int(0.55 * WIDTH)  # Blender truncates; y counts from the bottom
+    top, bottom = HEIGHT - int(0.8 * HEIGHT), HEIGHT - int(0.25 * HEIGHT)
+
+    cropped = scene_camera(scene)
+    assert (cropped.width, cropped.height) == (right - left, bottom - top)
+    points = np.random.default_rng(3).uniform(-0.5, 0.5, (8, 3))
+    np.testing.assert_allclose(project(points, cropped), blender_pixels(scene, points, WIDTH, HEIGHT) - [left, top],
+                               atol=1e-3)
+    bpy.ops.avatar.render_with_splats()
+    out, rendered = result_pixels(), read_render_result(scene)
+    assert out.shape == (bottom - top, right - left, 4)
+    reference = render(g, cropped, backend="cpu")
+    assert reference.alpha.max() > 0.99
+    expected = reference.colour + (1.0 - reference.alpha[..., None]) * rendered[..., :3]
+    assert psnr(out[..., :3], expected) >= 30.0
+
+    settings.use_crop_to_border = False  # full frame, rendered only inside the region: splats too
+    bpy.ops.avatar.render_with_splats()
+    out, rendered = result_pixels(), read_render_result(scene)
+    alpha = render(g, full_frame, backend="cpu").alpha
+    outside = np.ones_like(alpha, bool)
+    outside[top:bottom, left:right] = False
+    assert alpha[outside].max() > 0.99 and alpha[~outside].max() > 0.99, "the cloud crosses the region's edge"
+    np.testing.assert_allclose(out[outside], rendered[outside], atol=1e-6)
+    assert np.abs(out[~outside] - rendered[~outside]).max() > 0.3
+
+
+def test_splat_size_applies_and_a_new_render_replaces_the_result(scene) -> None:
     create_splat_object(red_cloud(80, spread=0.3), "Cloud")
     bpy.ops.avatar.render_with_splats()
     normal = result_pixels()
@@ -185,6 +236,37 @@ def test_splat_size_from_the_panel_applies(scene) -> None:
     bigger = result_pixels()
     red = lambda image: (image[..., 0] - image[..., 1] > 0.3).sum()  # noqa: E731
     assert red(bigger) > red(normal) * 1.2
+
+    # A new render replaces the previous result wherever it is used (here: a texture).
+    texture = bpy.data.textures.new("Shows the result", "IMAGE")
+    texture.image = bpy.data.images[RESULT_IMAGE]
+    scene.render.resolution_percentage = 50
+    bpy.ops.avatar.render_with_splats()
+    assert [image.name for image in bpy.data.images if image.type != "RENDER_RESULT"] == [RESULT_IMAGE]
+    assert texture.image == bpy.data.images[RESULT_IMAGE]
+    assert tuple(bpy.data.images[RESULT_IMAGE].size) == (WIDTH // 2, HEIGHT // 2)
+    assert red(result_pixels()) > 0
+    # An image of that name that is not a result (no marker) is the user's: it stays.
+    del bpy.data.images[RESULT_IMAGE][RESULT_MARKER]
+    bpy.ops.avatar.render_with_splats()
+    assert sorted(image.name for image in bpy.data.images if image.type != "RENDER_RESULT") == \
+        [RESULT_IMAGE, RESULT_IMAGE + ".001"]
+    assert texture.image.name == RESULT_IMAGE
+
+
+def test_undo_keeps_the_result_until_the_render_itself_is_undone(scene) -> None:
+    create_splat_object(red_cloud(), "Cloud")
+    bpy.ops.ed.undo_push(message="before")
+    assert bpy.ops.avatar.render_with_splats("EXEC_DEFAULT", True) == {"FINISHED"}  # undo=True: as from the UI
+    rendered = result_pixels().copy()
+    scene.camera.location.z += 1.0
+    bpy.ops.ed.undo_push(message="a later edit")
+    bpy.ops.ed.undo()
+    np.testing.assert_array_equal(result_pixels(), rendered)  # the pixels survive undo (they are packed)
+    bpy.ops.ed.undo()
+    assert RESULT_IMAGE not in bpy.data.images, "undoing the render removes its image"
+    bpy.ops.ed.redo()
+    np.testing.assert_array_equal(result_pixels(), rendered)
 
 
 def test_geometry_in_front_hides_the_splats_also_when_deformed(scene) -> None:
@@ -242,8 +324,11 @@ def test_missing_camera_no_splats_and_no_gpu_are_clear_errors(scene, monkeypatch
 def test_the_composite_is_written_as_a_png_of_the_render_size(scene, tmp_path: Path) -> None:
     import cv2
 
-    create_splat_object(red_cloud(), "Cloud")
+    g = red_cloud()
+    create_splat_object(g, "Cloud")
     scene.render.film_transparent = True  # a semi-transparent composite: the file's alpha must be right
+    # A grey plane on the right, away from the splats: its anti-aliased edges are semi-transparent.
+    bpy.ops.mesh.primitive_plane_add(size=1.0, location=(1.2, 0.0, 0.0), rotation=(math.radians(90.0), 0, 0.3))
     settings = scene.render.image_settings
     settings.file_format, settings.color_depth = "JPEG", "8"
     leftovers = set(Path(tempfile.gettempdir()).glob("avatar_capture_render_*"))
@@ -265,7 +350,18 @@ def test_the_composite_is_written_as_a_png_of_the_render_size(scene, tmp_path: P
     assert alpha.min() < 0.01 and alpha.max() > 0.99, "transparent background, opaque splats"
     np.testing.assert_allclose(straight[..., 3], alpha, atol=1e-3)
     solid = alpha > 0.05
-    np.testing.assert_allclose(straight[solid][:, :3], (out[..., :3] / alpha[..., None])[solid], atol=5e-3)
+    np.testing.assert_allclose(straight[solid][:, :3], out[solid][:, :3] / alpha[solid][:, None], atol=5e-3)
+
+    # Where no splat is, the composite is the render, premultiplied: decode the render independently.
+    rendered_path = tmp_path / "rendered.png"
+    settings.file_format, settings.color_depth, settings.color_mode = "PNG", "16", "RGBA"
+    bpy.data.images["Render Result"].save_render(str(rendered_path), scene=scene)
+    rendered = cv2.imread(str(rendered_path), cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3]] / 65535.0
+    no_splats = render(g, scene_camera(scene), backend="cpu").alpha < 1e-5
+    edge = no_splats & (rendered[..., 3] > 0.2) & (rendered[..., 3] < 0.8)
+    assert edge.sum() >= 3, "the plane's edges are partly transparent"
+    np.testing.assert_allclose(out[no_splats][:, 3], rendered[no_splats][:, 3], atol=1e-4)
+    np.testing.assert_allclose(out[edge][:, :3], rendered[edge][:, :3] * rendered[edge][:, 3:], atol=1e-4)
 
     with pytest.raises(RuntimeError, match="give a .png file name"):
         bpy.ops.avatar.render_with_splats(filepath=str(tmp_path / "still.jpg"))
