@@ -66,7 +66,8 @@ def compare(g, camera) -> dict:
     both = (cpu.alpha > 0.5) & (gpu.alpha > 0.5)
     depth_diff = float(np.abs(cpu.depth - gpu.depth)[both].mean()) if both.any() else 0.0
     colour_psnr = psnr(cpu.colour, gpu.colour)
-    return {**projection_agreement(g, camera), **gradient_agreement(g, camera),"splats": g.count, "size": [camera.width, camera.height], "colour_psnr_db": colour_psnr,
+    return {**projection_agreement(g, camera), **gradient_agreement(g, camera),
+            "splats": g.count, "size": [camera.width, camera.height], "colour_psnr_db": colour_psnr,
             "colour_psnr_db_alpha_max_0999": psnr(cpu_0999.colour, gpu.colour),
             "alpha_psnr_db": psnr(cpu.alpha, gpu.alpha), "mean_abs_depth_diff_m": round(depth_diff, 6),
             "max_abs_colour_diff": round(float(np.abs(cpu.colour - gpu.colour).max()), 5),

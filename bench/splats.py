@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/splats.py [--counts 100000 1000000] [--sh-degree 3]
 
-For each count: PLY import (helper A's read_ply + helper C's create_splat_object; the PLY is
+For each count: PLY import (core.splats.ply.read_ply + blender.splat_object.create_splat_object; the PLY is
 written to a temporary folder, never into the repository), GPU packing and texture upload,
 the back-to-front sort that runs off the main thread (timed inside the worker; also skinned),
 and the main thread's cost per redraw of the draw handler's code with a static and with a
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import threading
 import time
@@ -273,8 +274,10 @@ def main() -> None:
         for n in args.counts:
             results.append(bench_count(n, args.sh_degree, Path(folder)))
     skinned = bench_skinned(100_000, 20)
-    print(json.dumps({"device": "Mesa llvmpipe (CPU-rendered OpenGL); 2 shared cores", "results": results,
-                      "skinned": skinned}, indent=1))
+    import gpu
+
+    device = f"{gpu.platform.renderer_get()} ({gpu.platform.backend_type_get()}); {os.cpu_count()} CPU cores"
+    print(json.dumps({"device": device, "results": results, "skinned": skinned}, indent=1))
 
 
 if __name__ == "__main__":

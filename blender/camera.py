@@ -17,12 +17,14 @@ from .action import assign_new_action, key_channels
 
 # Sensor width (mm) the focal length is expressed against; only the ratio lens / sensor matters.
 SENSOR_WIDTH_MM = 36.0
-_OPENCV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])
+# OpenCV camera axes (x right, y down, z forward) -> Blender camera axes, which are also the OpenGL
+# view axes (x right, y up, z backward): the same flip serves both.
+OPENCV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def camera_to_world_blender(world_to_cam: np.ndarray) -> np.ndarray:
     """Blender camera object matrices (..., 4, 4) from OpenCV world_to_cam (..., 4, 4)."""
-    return np.linalg.inv(np.asarray(world_to_cam, dtype=np.float64)) @ _OPENCV_TO_BLENDER_CAMERA
+    return np.linalg.inv(np.asarray(world_to_cam, dtype=np.float64)) @ OPENCV_TO_BLENDER_CAMERA
 
 
 def world_to_cam_opencv(camera_to_world: np.ndarray) -> np.ndarray:
@@ -33,7 +35,7 @@ def world_to_cam_opencv(camera_to_world: np.ndarray) -> np.ndarray:
     """
     matrices = np.array(camera_to_world, dtype=np.float64)
     matrices[..., :3, :3] /= np.linalg.norm(matrices[..., :3, :3], axis=-2, keepdims=True)
-    return _OPENCV_TO_BLENDER_CAMERA @ np.linalg.inv(matrices)
+    return OPENCV_TO_BLENDER_CAMERA @ np.linalg.inv(matrices)
 
 
 def create_camera(name: str, camera: Camera, collection: bpy.types.Collection,

@@ -35,7 +35,9 @@ _VIEW_EXPIRY_SECONDS = 60.0  # a viewport not drawn this long (closed) loses its
 _handler = None
 _executor: ThreadPoolExecutor | None = None
 _entries: dict[str, "_Entry"] = {}  # object name -> its cloud on the GPU
-_dirty_meshes: set[int] = set()  # pointers of meshes whose geometry changed since the last redraw
+# Mesh pointer -> count of its geometry updates: part of each cloud's data key, so every object
+# showing a mesh (linked duplicates share one) sees an edit, not just the first one drawn after it.
+_mesh_generations: dict[int, int] = {}
 problems: dict[str, str] = {}  # object name -> why it is not drawn (damaged splat data); the panel lists them
 _failed_keys: dict[str, tuple] = {}  # object name -> data key that failed to read (not retried until it changes)
 
@@ -99,11 +101,13 @@ def object_skinning(obj: bpy.types.Object, g: Gaussians) -> np.ndarray | None:
 
     The same deformation Blender's Armature modifier applies: object -> armature space, posed
     bone matrix @ inverse rest matrix, back to the object. Bones the armature lacks stay
-    identity. None when the cloud has no skin or the object no armature.
+    identity. None when the cloud has no skin or no Armature modifier deforms it in the viewport
+    (switching the modifier off shows the rest pose, as for meshes).
     """
     if g.skin is None:
         return None
-    armature = obj.find_armature()
+    armature = next((m.object for m in obj.modifiers
+                     if m.type == "ARMATURE" and m.show_viewport and m.object is not None), None)
     if armature is None:
         return None
     pose_bones, bones = armature.pose.bones, armature.data.bones
@@ -159,7 +163,8 @@ class _Entry:
 
 
 def _data_key(obj: bpy.types.Object) -> tuple:
-    return (obj.data.as_pointer(), len(obj.data.vertices))
+    pointer = obj.data.as_pointer()
+    return (pointer, len(obj.data.vertices), _mesh_generations.get(pointer, 0))
 
 
 def _entry(obj: bpy.types.Object) -> _Entry | None:
@@ -167,12 +172,10 @@ def _entry(obj: bpy.types.Object) -> _Entry | None:
     from .splat_object import gaussians_from_object
 
     name, key = obj.name_full, _data_key(obj)
-    dirty = key[0] in _dirty_meshes
-    _dirty_meshes.discard(key[0])
     entry = _entries.get(name)
-    if entry is not None and entry.data_key == key and not dirty:
-        return entry
-    if _failed_keys.get(name) == key and not dirty:
+    if entry is not None and (entry.data_key == key or obj.data.is_editmode):
+        return entry  # in Edit Mode the splats cannot be read: draw them as they were until it ends
+    if _failed_keys.get(name) == key:
         return None
     _entries.pop(name, None)
     try:
@@ -201,10 +204,11 @@ def _submit(state: _ViewSort, g: Gaussians, model_view: np.ndarray, skinning, ke
 def update_order(entry: _Entry, view_id: int, model_view: np.ndarray, skinning: np.ndarray | None) -> None:
     """Take a finished sort (upload its order) and start a new one when the view or pose moved.
 
-    Orders of viewports not drawn for _VIEW_EXPIRY_SECONDS (closed ones) are dropped.
+    Orders of viewports not drawn for _VIEW_EXPIRY_SECONDS (closed ones) are dropped, with any
+    sort still running for them.
     """
     now = time.monotonic()
-    stale = [v for v, s in entry.views.items() if now - s.used > _VIEW_EXPIRY_SECONDS and s.pending is None]
+    stale = [v for v, s in entry.views.items() if now - s.used > _VIEW_EXPIRY_SECONDS]
     for view in stale:
         del entry.views[view]
     state = entry.views.setdefault(view_id, _ViewSort())
@@ -236,10 +240,10 @@ def _poll_sorts() -> float | None:
 # --- the draw handler ---
 
 def splat_objects(view_layer: bpy.types.ViewLayer) -> list[bpy.types.Object]:
-    """Splat objects of a view layer (helper C's marker), visible or not."""
+    """Splat objects of a view layer (splat_object.is_splat_object), visible or not."""
     from .splat_object import is_splat_object
 
-    return [obj for obj in view_layer.objects if obj.type == "MESH" and is_splat_object(obj)]
+    return [obj for obj in view_layer.objects if is_splat_object(obj)]
 
 
 def draw_view(context: bpy.types.Context, view_matrix: np.ndarray, projection: np.ndarray,
@@ -250,19 +254,23 @@ def draw_view(context: bpy.types.Context, view_matrix: np.ndarray, projection: n
     keeps its own sort order). linear_output: the viewport's colour buffer encodes linear
     values to sRGB itself, so 3DGS's sRGB colours are linearised first; a float offscreen
     buffer (False) receives them unchanged, as the reference rasterizer writes them.
+    Clouds of objects outside this view layer stay uploaded (another window may show their
+    scene) until the object is deleted or renamed.
     """
     settings = context.scene.avatar_splats
     space = context.space_data if context.space_data is not None and context.space_data.type == "VIEW_3D" \
         else None
     objects = splat_objects(context.view_layer)
     names = {obj.name_full for obj in objects}
-    for table in (_entries, problems, _failed_keys):
-        for name in set(table) - names:
-            del table[name]
+    elsewhere = (set(_entries) | set(problems) | set(_failed_keys)) - names
+    if elsewhere:  # keep the clouds of other scenes' objects: another window may draw them next
+        gone = elsewhere - {obj.name_full for obj in bpy.data.objects}  # deleted or renamed
+        for table in (_entries, problems, _failed_keys):
+            for name in gone & set(table):
+                del table[name]
     placed = []
     for obj in objects:
-        visible = obj.visible_get(viewport=space) if space is not None else obj.visible_get()
-        if not visible:
+        if not obj.visible_get(view_layer=context.view_layer, viewport=space):
             continue
         entry = _entry(obj)
         if entry is None:
@@ -304,17 +312,18 @@ def _draw_handler() -> None:
 
 @bpy.app.handlers.persistent
 def _mark_dirty(_scene, depsgraph) -> None:
-    """depsgraph_update_post: remember meshes whose own geometry changed (not armature deformation)."""
+    """depsgraph_update_post: count geometry updates per mesh (its own edits, not armature deformation)."""
     for update in depsgraph.updates:
         if update.is_updated_geometry and isinstance(update.id, bpy.types.Mesh):
-            _dirty_meshes.add(update.id.original.as_pointer())
+            pointer = update.id.original.as_pointer()
+            _mesh_generations[pointer] = _mesh_generations.get(pointer, 0) + 1
 
 
 @bpy.app.handlers.persistent
 def _forget_all(*_args) -> None:
     """load_post: a new file, new objects; drop every cloud."""
     _entries.clear()
-    _dirty_meshes.clear()
+    _mesh_generations.clear()
     problems.clear()
     _failed_keys.clear()
 

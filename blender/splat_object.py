@@ -109,13 +109,17 @@ def gaussians_from_object(obj: bpy.types.Object) -> Gaussians:
     (heaviest first, unused slots index 0 weight 0): the vertex groups keep which
     bones and how much, not the order of a file's columns. A splat in more than
     4 of the skin's groups keeps its 4 heaviest; rows not summing to 1 (weight
-    painting) are renormalised, as the Armature modifier does. In Edit Mode the mesh
-    holds what it held on entering (callers that may write call update_from_editmode).
-    Raises AvatarCaptureError when obj is not a splat object or its data was damaged.
+    painting) are renormalised, as the Armature modifier does.
+    Raises AvatarCaptureError when obj is not a splat object, its data was damaged, or its
+    mesh is in Edit Mode (the attributes then live in the edit mesh, out of the Python API's
+    reach even after update_from_editmode).
     """
     obj = obj.original
     if not is_splat_object(obj):
         raise AvatarCaptureError(f"'{obj.name}' is not a splat object")
+    if obj.data.is_editmode:
+        raise AvatarCaptureError(f"splat object '{obj.name}' is in Edit Mode: its splats are read once it "
+                                 "is back in Object Mode")
     if int(obj[MARKER]) > FORMAT_VERSION:
         raise AvatarCaptureError(f"'{obj.name}' was made by a newer Avatar Capture (splat format {obj[MARKER]})")
     mesh = obj.data
@@ -140,15 +144,10 @@ def gaussians_from_object(obj: bpy.types.Object) -> Gaussians:
         raise AvatarCaptureError(f"splat object '{obj.name}': {exc}") from None
 
 
-def bind_to_armature(obj: bpy.types.Object, armature_obj: bpy.types.Object) -> None:
-    """Make the splat object follow armature_obj's bones, keeping its world placement.
+def check_bindable(obj: bpy.types.Object, armature_obj: bpy.types.Object) -> list[bpy.types.Bone]:
+    """The armature's deform bones; raises AvatarCaptureError saying why bind_to_armature cannot run.
 
-    Parents obj to the armature and adds (or reuses) an Armature modifier. When
-    every bone of the cloud's skin is a deform bone of the armature, its weights
-    are kept; otherwise weights are computed from the distance of each splat to
-    the deform bones (core.splats.binding), replacing any old skin groups. Either
-    way the stored skin's parents and rest frames become the armature's (rest frames
-    in obj's frame as the two objects are placed now). obj must be in Object Mode.
+    Operators binding several objects check them all first, so a refusal changes nothing.
     """
     if not is_splat_object(obj):
         raise AvatarCaptureError(f"'{obj.name}' is not a splat object; import splats first")
@@ -160,12 +159,27 @@ def bind_to_armature(obj: bpy.types.Object, armature_obj: bpy.types.Object) -> N
     if obj.mode != "OBJECT":
         raise AvatarCaptureError(f"'{obj.name}' is in {obj.mode.replace('_', ' ').title()} Mode; "
                                  "switch to Object Mode to bind it")
+    return bones
 
+
+def bind_to_armature(obj: bpy.types.Object, armature_obj: bpy.types.Object) -> None:
+    """Make the splat object follow armature_obj's bones, keeping its world placement.
+
+    Parents obj to the armature and adds (or reuses) an Armature modifier. When
+    every bone of the cloud's skin is a deform bone of the armature, its weights
+    are kept; otherwise weights are computed from the distance of each splat to
+    the deform bones (core.splats.binding), replacing any old skin groups. Either
+    way the stored skin's parents and rest frames become the armature's (rest frames
+    in obj's frame as the two objects are placed now). obj must be in Object Mode.
+    """
+    bones = check_bindable(obj, armature_obj)
     world = obj.matrix_world.copy()
     armature_to_object = np.array(world.inverted() @ armature_obj.matrix_world, dtype=np.float64)
-    skin = obj.get(SKIN_KEY)
     by_name = {bone.name: bone for bone in bones}
-    kept = list(skin["bone_names"]) if skin is not None else []
+    try:
+        kept = [str(name) for name in obj[SKIN_KEY]["bone_names"]] if SKIN_KEY in obj else []
+    except (KeyError, TypeError):
+        kept = []  # a damaged skin property: the weights are computed afresh
     compute = not kept or not all(name in by_name for name in kept)
     chosen = _parents_first(bones if compute else [by_name[name] for name in kept])
     names = [bone.name for bone in chosen]
@@ -270,9 +284,13 @@ def _read_skin(obj: bpy.types.Object) -> SplatSkin | None:
     stored = obj.get(SKIN_KEY)
     if stored is None:
         return None
-    names = [str(name) for name in stored["bone_names"]]
-    rest = np.array(stored["rest_bone_to_object"].to_list(), np.float64).reshape(len(names), 4, 4)
-    parents = np.array(stored["bone_parents"].to_list() if names else [], np.int32)
+    try:  # a custom property users can edit: anything malformed is damaged data, not a crash
+        names = [str(name) for name in stored["bone_names"]]
+        rest = np.array(stored["rest_bone_to_object"].to_list(), np.float64).reshape(len(names), 4, 4)
+        parents = np.array(stored["bone_parents"].to_list() if names else [], np.int32)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise AvatarCaptureError(f"splat object '{obj.name}' has a damaged '{SKIN_KEY}' property; "
+                                 "bind it again") from None
     lookup = np.full(len(obj.vertex_groups), -1, np.int64)
     for b, name in enumerate(names):
         group = obj.vertex_groups.get(name)

@@ -17,9 +17,8 @@ from ..core.errors import AvatarCaptureError
 from ..core.splats.camera import SplatCamera
 from ..core.splats.gaussians import Gaussians
 from . import splat_gpu
+from .camera import OPENCV_TO_BLENDER_CAMERA
 
-# OpenCV camera (x right, y down, z forward) -> OpenGL view (x right, y up, z backward).
-OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def projection_matrix(camera: SplatCamera) -> np.ndarray:
@@ -40,7 +39,7 @@ def projection_matrix(camera: SplatCamera) -> np.ndarray:
 
 def view_matrix(camera: SplatCamera) -> np.ndarray:
     """World -> OpenGL view (4, 4) of an OpenCV camera."""
-    return OPENCV_TO_OPENGL @ np.asarray(camera.world_to_cam, np.float64)
+    return OPENCV_TO_BLENDER_CAMERA @ np.asarray(camera.world_to_cam, np.float64)
 
 
 def buffer_to_array(buffer) -> np.ndarray:
@@ -181,8 +180,10 @@ def _draw_depth_only(occluders: Iterable[bpy.types.Object], view_projection: np.
     try:
         for obj in objects:
             evaluated = obj.evaluated_get(depsgraph)
-            mesh = evaluated.to_mesh()
+            mesh = evaluated.to_mesh()  # None for a curve or text without geometry
             try:
+                if mesh is None:
+                    continue
                 mesh.calc_loop_triangles()
                 co = np.empty(len(mesh.vertices) * 3, np.float32)
                 mesh.vertices.foreach_get("co", co)
@@ -190,6 +191,8 @@ def _draw_depth_only(occluders: Iterable[bpy.types.Object], view_projection: np.
                 mesh.loop_triangles.foreach_get("vertices", tris)
             finally:
                 evaluated.to_mesh_clear()
+            if not len(tris):  # nothing to hide behind (no faces); an empty batch would not even build
+                continue
             batch = batch_for_shader(shader, "TRIS", {"pos": co.reshape(-1, 3)}, indices=tris.reshape(-1, 3))
             with gpu.matrix.push_pop(), gpu.matrix.push_pop_projection():
                 gpu.matrix.load_matrix(_gl_matrix(np.array(obj.matrix_world, np.float64)))

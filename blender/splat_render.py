@@ -120,7 +120,7 @@ def render_visible_objects(view_layer: bpy.types.ViewLayer) -> list[bpy.types.Ob
 
 def render_splat_objects(view_layer: bpy.types.ViewLayer) -> list[bpy.types.Object]:
     """The splat objects an F12 render shows."""
-    return [obj for obj in render_visible_objects(view_layer) if obj.type == "MESH" and is_splat_object(obj)]
+    return [obj for obj in render_visible_objects(view_layer) if is_splat_object(obj)]
 
 
 def composite_splats(render_rgba: np.ndarray, scene: bpy.types.Scene, camera: SplatCamera | None = None,

@@ -31,19 +31,24 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     )
 
 
+def quat_matrix_entries(w, x, y, z) -> tuple:
+    """The 9 entries, row-major, of the rotation matrix of UNIT quaternions with components w, x, y, z.
+
+    Plain arithmetic, so it works on numpy arrays and torch tensors alike (the
+    differentiable splat projection stacks them with torch): one formula for both.
+    """
+    return (
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    )
+
+
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
     """Rotation matrices (..., 3, 3) from quaternions (..., 4); q need not be unit."""
     q = np.asarray(q, dtype=np.float64)
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    m = np.stack(
-        (
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ),
-        axis=-1,
-    )
+    m = np.stack(quat_matrix_entries(*np.moveaxis(q, -1, 0)), axis=-1)
     return m.reshape(q.shape[:-1] + (3, 3))
 
 

@@ -12,7 +12,7 @@ def draw_import_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     """File > Import entry, where animators look for importers first."""
     self.layout.operator(import_clip.AVATAR_OT_import_clip.bl_idname, text="Avatar Capture Motion Clip (.npz)")
     self.layout.operator(capture.AVATAR_OT_capture_video.bl_idname, text="Avatar Capture from Video")
-    self.layout.operator(splats.AVATAR_OT_import_splats.bl_idname, text="Gaussian Splats (.ply)")
+    self.layout.operator(splats.AVATAR_OT_import_splats.bl_idname, text="Gaussian Splats (.ply/.npz)")
 
 
 def draw_export_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:

@@ -44,9 +44,13 @@ class AVATAR_OT_render_with_splats(bpy.types.Operator):
         try:
             path = self._output_path()
             camera = scene_camera(scene)
-            if not render_splat_objects(view_layer):
+            clouds = render_splat_objects(view_layer)
+            if not clouds:
                 raise AvatarCaptureError(f"view layer '{view_layer.name}' has no splat object that renders: "
                                          "import splats, or enable them in renders")
+            editing = [obj.name for obj in clouds if obj.mode == "EDIT"]
+            if editing:  # its splats cannot be read in Edit Mode: say so before a long render, not after
+                raise AvatarCaptureError(f"splat object '{editing[0]}' is in Edit Mode; switch to Object Mode")
             try:
                 if "FINISHED" not in bpy.ops.render.render():
                     self.report({"WARNING"}, "The render was cancelled")

@@ -16,7 +16,8 @@ from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from ..blender import datablocks
-from ..blender.splat_object import bind_to_armature, create_splat_object, gaussians_from_object, is_splat_object
+from ..blender.splat_object import (bind_to_armature, check_bindable, create_splat_object, gaussians_from_object,
+                                    is_splat_object)
 from ..core.errors import AvatarCaptureError
 from ..core.splats.gaussians import Gaussians
 from ..core.splats.gltf import write_glb
@@ -116,6 +117,9 @@ class AVATAR_OT_export_splats(bpy.types.Operator, FormatExportHelper):
         if not is_splat_object(context.active_object):
             cls.poll_message_set("Select a splat object")
             return False
+        if context.active_object.data.is_editmode:
+            cls.poll_message_set("Switch to Object Mode to export the splats")
+            return False
         return True
 
     def default_name(self, context: bpy.types.Context) -> str:
@@ -136,8 +140,6 @@ class AVATAR_OT_export_splats(bpy.types.Operator, FormatExportHelper):
             self.report({"ERROR"}, "Select a splat object to export")
             return {"CANCELLED"}
         path = Path(self.path_with_extension())
-        if obj.mode == "EDIT":
-            obj.update_from_editmode()
         try:
             g = gaussians_from_object(obj)
             if self.apply_transform:
@@ -179,6 +181,8 @@ otherwise weights by distance to the deform bones"""
             self.report({"ERROR"}, "Select splat objects and make an armature the active object")
             return {"CANCELLED"}
         try:
+            for obj in clouds:  # all checked before any is bound: a refusal leaves the scene as it was
+                check_bindable(obj, armature)
             for obj in clouds:
                 bind_to_armature(obj, armature)
         except AvatarCaptureError as exc:

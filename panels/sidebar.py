@@ -15,7 +15,7 @@ from ..operators.jobs import active_runner
 _PIXELS_PER_CHAR = 7  # rough width of a UI character, to wrap long lines to the sidebar
 
 
-def _wrapped_labels(layout: bpy.types.UILayout, context: bpy.types.Context, text: str, icon: str) -> None:
+def wrapped_labels(layout: bpy.types.UILayout, context: bpy.types.Context, text: str, icon: str) -> None:
     scale = context.preferences.system.ui_scale or 1.0  # 0 without a window (background)
     width = max(20, int(context.region.width / (_PIXELS_PER_CHAR * scale)))
     for i, line in enumerate(textwrap.wrap(text, width) or [""]):
@@ -36,12 +36,12 @@ class VIEW3D_PT_avatar_capture(bpy.types.Panel):
             box.label(text=job.title, icon="SORTTIME")
             box.progress(factor=job.fraction, type="BAR", text=f"{job.stage} {job.fraction:.0%}")
             if job.message:
-                _wrapped_labels(box, context, job.message, "BLANK1")
+                wrapped_labels(box, context, job.message, "BLANK1")
             box.operator("avatar.cancel_job", icon="CANCEL")
         elif job.last_error:
             box = layout.box()
             box.alert = True
-            _wrapped_labels(box, context, f"{job.title} failed: {job.last_error}", "ERROR")
+            wrapped_labels(box, context, f"{job.title} failed: {job.last_error}", "ERROR")
             box.alert = False
             box.operator("wm.path_open", text="Open log", icon="TEXT").filepath = job.log_path
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bpy
 
 from ..blender import splat_gpu
-from .sidebar import _wrapped_labels
+from .sidebar import wrapped_labels
 
 _ACTIONS = (("avatar.import_splats", "IMPORT"), ("avatar.export_splats", "EXPORT"),
             ("avatar.bind_splats", "ARMATURE_DATA"))
@@ -43,16 +43,17 @@ class VIEW3D_PT_avatar_splats(bpy.types.Panel):
         if splat_gpu.disabled_reason is not None:
             box = layout.box()
             box.alert = True
-            _wrapped_labels(box, context, f"Splats are not drawn: {splat_gpu.disabled_reason}", "ERROR")
-        for name, problem in sorted(problems.items()):
+            wrapped_labels(box, context, f"Splats are not drawn: {splat_gpu.disabled_reason}", "ERROR")
+        shown = {obj.name_full for obj in objects}
+        for name, problem in sorted(item for item in problems.items() if item[0] in shown):
             box = layout.box()
             box.alert = True
-            _wrapped_labels(box, context, f"'{name}' is not drawn: {problem}", "ERROR")
+            wrapped_labels(box, context, f"'{name}' is not drawn: {problem}", "ERROR")
 
         actions = layout.column(align=True)
         for idname, icon in _ACTIONS:
             actions.operator(idname, icon=icon)
-        _wrapped_labels(layout, context, "F12 renders leave splats out: Render Image with Splats renders "
+        wrapped_labels(layout, context, "F12 renders leave splats out: Render Image with Splats renders "
                         "the scene camera's image and composites them in.", "INFO")
         layout.operator("avatar.render_with_splats", icon="RENDER_STILL")
 

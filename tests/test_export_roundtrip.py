@@ -10,7 +10,6 @@ frame rate set to the clip's before a glTF import (glTF stores seconds).
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import bpy

@@ -236,7 +236,7 @@ def test_file_menus_list_the_splat_operators(addon):
         menu = SimpleNamespace(layout=Layout())
         draw(menu, bpy.context)
         listed.update(menu.layout.operators)
-    assert listed["avatar.import_splats"] == "Gaussian Splats (.ply)"
+    assert listed["avatar.import_splats"] == "Gaussian Splats (.ply/.npz)"
     assert listed["avatar.export_splats"] == "Gaussian Splats (.ply/.glb)"
     assert "avatar.render_with_splats" in listed
     assert draw_render_menu in bpy.types.TOPBAR_MT_render.draw._draw_funcs
@@ -482,3 +482,42 @@ def test_distance_weights_follow_segments_not_heads():
     assert np.array_equal(chunked[0][-5:], single[0]) and np.array_equal(chunked[1][-5:], single[1])
     with pytest.raises(AvatarCaptureError, match="need bones"):
         bone_weights_by_distance(points, np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+def test_a_damaged_skin_property_is_a_clear_error_and_binding_again_repairs_it(scene):
+    """The skin property is user-editable: a broken one must read as damaged data (not a KeyError)."""
+    obj = create_splat_object(random_cloud(30, 0, seed=31, skin=True), "Broken")
+    obj[SKIN_KEY] = {"bone_names": list(BONES)}  # parents and rest frames lost
+    with pytest.raises(AvatarCaptureError, match="'Broken' has a damaged 'avatar_capture_splat_skin' property"):
+        gaussians_from_object(obj)
+    armature = two_bone_armature(scene)
+    bind_to_armature(obj, armature)  # weights computed afresh for the armature's bones
+    assert gaussians_from_object(obj).skin.bone_names == ("lower", "upper")
+
+
+def test_bind_operator_checks_every_cloud_before_binding_any(scene, addon):
+    armature = two_bone_armature(scene)
+    first = create_splat_object(random_cloud(20, 0, seed=32), "First")
+    editing = create_splat_object(random_cloud(20, 0, seed=33), "Editing")
+    bpy.context.view_layer.objects.active = editing
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.context.view_layer.objects.active = armature  # 'Editing' stays in Edit Mode (Lock Object Modes off)
+    assert editing.mode == "EDIT" and armature.mode == "OBJECT"
+    for obj in (first, editing, armature):
+        obj.select_set(True)
+    with pytest.raises(RuntimeError, match="'Editing' is in Edit Mode"):
+        bpy.ops.avatar.bind_splats()
+    assert first.parent is None and not first.modifiers and SKIN_KEY not in first, "nothing was half bound"
+
+
+def test_a_cloud_in_edit_mode_is_a_clear_error_and_export_waits_for_object_mode(scene, addon, tmp_path):
+    """Blender keeps a mesh's attributes in the edit mesh during Edit Mode, out of foreach_get's reach."""
+    obj = create_splat_object(random_cloud(20, 0, seed=34), "Editing")
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    with pytest.raises(AvatarCaptureError, match="'Editing' is in Edit Mode"):
+        gaussians_from_object(obj)
+    assert not bpy.ops.avatar.export_splats.poll()
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert bpy.ops.avatar.export_splats(filepath=str(tmp_path / "out.ply")) == {"FINISHED"}
+    assert read_ply(tmp_path / "out.ply").count == 20

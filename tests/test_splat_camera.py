@@ -54,6 +54,12 @@ def test_camera_json_accepts_matrices_or_fov_and_eye(tmp_path) -> None:
     ('{"width": 8, "height": 4, "eye": [0,0,0], "target": [1,0,0]}', "'K' or 'fov_deg'"),
     ('{"width": 8, "height": 4, "fov_deg": 50, "world_to_cam": [[2,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]}',
      "not a rotation"),
+    ('{"width": 8, "height": 4, "fov_deg": 50, "world_to_cam": [[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,1,1]]}',
+     "last row"),
+    ('{"width": 8, "height": 4, "K": [[0,0,4],[0,8,2],[0,0,1]], "eye": [0,0,0], "target": [1,0,0]}',
+     "focal"),
+    ('{"width": 8, "height": 4, "fov_deg": 50, "eye": [0,0,0], "target": [1,0,0], "near": "0.1"}',
+     "'near'"),
 ])
 def test_bad_camera_files_are_named_with_the_problem(tmp_path, content, words) -> None:
     path = tmp_path / "bad.json"

@@ -139,7 +139,7 @@ def test_rotate_sh_per_splat_rotations_and_float32():
 
 def test_transform_gaussians_similarity_keeps_covariances_and_colours():
     rng = np.random.default_rng(11)
-    g = cloud(bones=2, surface=True)
+    g = cloud(bones=2)
     rotation, translation, scale = random_rotations(rng), np.array([0.5, -2.0, 1.0]), 1.7
     moved = transform_gaussians(g, rigid(rotation, translation, scale))
     np.testing.assert_allclose(moved.means, scale * g.means @ rotation.T + translation, atol=1e-5)
@@ -149,8 +149,13 @@ def test_transform_gaussians_similarity_keeps_covariances_and_colours():
     np.testing.assert_allclose(sh_to_colour(moved.sh, dirs, 3), sh_to_colour(g.sh, dirs @ rotation, 3), atol=2e-5)
     np.testing.assert_allclose(moved.skin.rest_bone_to_object, rigid(rotation, translation, scale)
                                @ g.skin.rest_bone_to_object, atol=1e-12)
-    np.testing.assert_allclose(moved.surface.offsets, scale * g.surface.offsets, rtol=1e-6)
     np.testing.assert_array_equal(moved.logit_opacities, g.logit_opacities)
+    # a surface-bound cloud's rotations and SH are relative to its triangles, which carry the turn
+    bound = cloud(surface=True)
+    moved = transform_gaussians(bound, rigid(rotation, translation, scale))
+    np.testing.assert_allclose(moved.surface.offsets, scale * bound.surface.offsets, rtol=1e-6)
+    np.testing.assert_array_equal(moved.rotations, bound.rotations)
+    np.testing.assert_array_equal(moved.sh, bound.sh)
 
 
 @pytest.mark.parametrize("matrix, expected", [
@@ -335,6 +340,13 @@ def test_surface_binding_follows_the_mesh():
     np.testing.assert_allclose(moved.means, expected.means, atol=1e-5)
     np.testing.assert_allclose(covariances(moved), covariances(expected), atol=1e-7)
     np.testing.assert_allclose(moved.sh, expected.sh, atol=1e-5)
+    # moving the bound cloud with the mesh (similarity) and following it = following, then moving
+    similarity = rigid(rotation, translation, 1.4)
+    carried = follow_surface(transform_gaussians(bound, similarity), vertices @ (1.4 * rotation).T + translation, faces)
+    expected = transform_gaussians(rest, similarity)
+    np.testing.assert_allclose(carried.means, expected.means, atol=1e-5)
+    np.testing.assert_allclose(covariances(carried), covariances(expected), atol=1e-7)
+    np.testing.assert_allclose(carried.sh, expected.sh, atol=1e-5)
     # moving one vertex moves only the splats on triangles that use it
     bent = vertices.copy()
     bent[0] += [0.0, 0.0, 0.5]
@@ -345,3 +357,20 @@ def test_surface_binding_follows_the_mesh():
     assert np.all(np.linalg.norm(posed.means[touched] - g.means[touched], axis=1) > 1e-3)
     with pytest.raises(AvatarCaptureError, match="not bound to a surface"):
         follow_surface(g, vertices, faces)
+
+
+def test_a_surface_bound_cloud_is_not_written_to_interchange_files(tmp_path):
+    """Its rotations and SH are triangle-relative: another tool would draw it wrong."""
+    from avatar_capture.core.splats.gltf import write_glb
+    from avatar_capture.core.splats.ply import write_ply
+    from avatar_capture.core.splats.surface import bind_to_surface, follow_surface
+
+    vertices, faces = bumpy_sphere(np.random.default_rng(3))
+    bound = bind_to_surface(cloud(n=20, degree=1, seed=3), vertices, faces)
+    for write, name in ((write_ply, "bound.ply"), (write_glb, "bound.glb")):
+        with pytest.raises(FileFormatError, match="bound to mesh triangles") as error:
+            write(bound, tmp_path / name)
+        assert str(tmp_path / name) in str(error.value) and not (tmp_path / name).exists()
+    write_ply(follow_surface(bound, vertices, faces), tmp_path / "posed.ply")
+    save_splats(bound, tmp_path / "bound.npz")
+    assert load_splats(tmp_path / "bound.npz").surface is not None

@@ -201,14 +201,31 @@ def test_a_mesh_in_front_hides_the_splats_behind_it(addon) -> None:
     np.testing.assert_allclose(render_offscreen(g, camera, occluders=[behind]), plain, atol=1e-6)
 
 
-def draw_offscreen(camera: SplatCamera, view_id: int = 1) -> np.ndarray:
-    """One redraw of the viewport draw handler's drawing code into an offscreen buffer."""
+
+def test_occluders_without_faces_hide_nothing_and_do_not_fail(addon) -> None:
+    """Render Image with Splats passes every render-visible mesh/curve: empty ones are common."""
+    g = random_cloud(60, degree=0, seed=21)
+    camera = framing_camera(g.means, 24, 24)
+    points = bpy.data.meshes.new("Points")
+    points.vertices.add(3)
+    empty_curve = bpy.data.curves.new("EmptyCurve", "CURVE")  # to_mesh() gives None
+    occluders = [bpy.data.objects.new(name, data) for name, data in
+                 (("Points", points), ("EmptyMesh", bpy.data.meshes.new("EmptyMesh")), ("EmptyCurve", empty_curve))]
+    for obj in occluders:
+        bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.update()
+    np.testing.assert_array_equal(render_offscreen(g, camera, occluders=occluders), render_offscreen(g, camera))
+
+def draw_offscreen(camera: SplatCamera, view_id: int = 1, scene: bpy.types.Scene | None = None) -> np.ndarray:
+    """One redraw of the viewport draw handler's drawing code into an offscreen buffer (a window showing
+    scene, default the context's)."""
     import gpu
 
     from avatar_capture.blender.splat_offscreen import buffer_to_array, ensure_gpu
 
     ensure_gpu()
-    context = SimpleNamespace(scene=bpy.context.scene, view_layer=bpy.context.view_layer, space_data=None)
+    context = SimpleNamespace(scene=bpy.context.scene, view_layer=bpy.context.view_layer, space_data=None) \
+        if scene is None else SimpleNamespace(scene=scene, view_layer=scene.view_layers[0], space_data=None)
     offscreen = gpu.types.GPUOffScreen(camera.width, camera.height, format="RGBA32F")
     try:
         with offscreen.bind():
@@ -299,6 +316,124 @@ def test_mesh_edits_rebuild_the_gpu_data_and_poses_do_not(addon) -> None:
     assert splat_draw._entries["Cloud"].cloud is not cloud
     wait_for_sorts()
 
+
+
+def test_linked_duplicates_both_see_an_edit_of_their_shared_mesh(addon) -> None:
+    """Two objects showing one mesh (Alt+D): an edit must rebuild both clouds, not just the first drawn."""
+    first = create_splat_object(random_cloud(40, degree=0, seed=17), "First")
+    second = bpy.data.objects.new("Second", first.data)
+    for key in ("avatar_capture_splats", "avatar_capture_splat_sh_degree"):
+        second[key] = first[key]
+    bpy.context.scene.collection.objects.link(second)
+    bpy.context.view_layer.update()
+    camera = framing_camera(gaussians_of(first).means, 32, 32)
+    draw_offscreen(camera)
+    first.data.vertices[0].co.x += 0.5
+    first.data.update()
+    bpy.context.view_layer.update()
+    draw_offscreen(camera)
+    for name in ("First", "Second"):
+        assert splat_draw._entries[name].gaussians.means[0, 0] == np.float32(first.data.vertices[0].co.x), name
+    wait_for_sorts()
+
+
+def test_a_closed_viewport_is_forgotten_even_with_a_sort_in_flight(addon) -> None:
+    from concurrent.futures import Future
+
+    create_splat_object(random_cloud(40, degree=0, seed=18), "Cloud")
+    bpy.context.view_layer.update()
+    camera = framing_camera(gaussians_of(bpy.data.objects["Cloud"]).means, 32, 32)
+    draw_offscreen(camera, view_id=1)
+    wait_for_sorts()
+    closed = splat_draw._entries["Cloud"].views[1]
+    closed.pending = Future()  # still sorting when its viewport closed: it never finishes being drawn
+    closed.used -= splat_draw._VIEW_EXPIRY_SECONDS + 1.0
+    draw_offscreen(camera, view_id=2)
+    assert set(splat_draw._entries["Cloud"].views) == {2}
+    wait_for_sorts()
+
+
+def test_a_damaged_skin_property_skips_that_object_only(addon) -> None:
+    good = create_splat_object(random_cloud(40, degree=0, seed=19), "Good")
+    bad = create_splat_object(random_cloud(40, degree=0, seed=20, centre=(0.5, 0.0, 0.0)), "Bad")
+    bad["avatar_capture_splat_skin"] = {"bone_names": ["bone"]}  # edited by hand: parents and rest lost
+    bpy.context.view_layer.update()
+    draw_offscreen(framing_camera(gaussians_of(good).means, 32, 32))
+    wait_for_sorts()
+    assert splat_gpu.disabled_reason is None, "one damaged object must not stop the others"
+    assert set(splat_draw.problems) == {"Bad"} and "damaged" in splat_draw.problems["Bad"]
+    assert set(splat_draw._entries) == {"Good"}
+
+
+def test_windows_on_two_scenes_keep_both_clouds_and_deleted_or_renamed_objects_are_forgotten(addon) -> None:
+    """Each window draws its own scene: neither may drop (and so re-upload every redraw) the other's cloud."""
+    here = create_splat_object(random_cloud(40, degree=0, seed=22), "Here")
+    other_scene = bpy.data.scenes.new("Other")
+    there = create_splat_object(random_cloud(40, degree=0, seed=23), "There", other_scene.collection)
+    for view_layer in (bpy.context.view_layer, other_scene.view_layers[0]):
+        view_layer.update()  # what Blender does for each window's view layer before it redraws
+    camera = framing_camera(gaussians_of(here).means, 24, 24)
+    draw_offscreen(camera)
+    draw_offscreen(camera, scene=other_scene)
+    clouds = {name: entry.cloud for name, entry in splat_draw._entries.items()}
+    assert set(clouds) == {"Here", "There"}
+    draw_offscreen(camera)
+    draw_offscreen(camera, scene=other_scene)
+    assert {name: entry.cloud for name, entry in splat_draw._entries.items()} == clouds, "nothing re-uploaded"
+
+    bpy.data.objects.remove(there)
+    here.name = "Renamed"
+    draw_offscreen(camera)
+    assert set(splat_draw._entries) == {"Renamed"}
+    wait_for_sorts()
+
+
+def test_undo_of_a_mesh_edit_draws_the_restored_cloud(addon) -> None:
+    """Undo keeps the mesh's address (same data key) but reports its geometry update: the cloud is re-read."""
+    obj = create_splat_object(random_cloud(40, degree=0, seed=24), "Cloud")
+    bpy.context.view_layer.update()
+    before = float(obj.data.vertices[0].co.x)
+    bpy.ops.ed.undo_push(message="created")
+    camera = framing_camera(gaussians_of(obj).means, 24, 24)
+    obj.data.vertices[0].co.x += 0.5
+    obj.data.update()
+    bpy.context.view_layer.update()
+    bpy.ops.ed.undo_push(message="moved")
+    draw_offscreen(camera)
+    assert splat_draw._entries["Cloud"].gaussians.means[0, 0] == np.float32(before + 0.5)
+    bpy.ops.ed.undo()
+    bpy.context.view_layer.update()
+    draw_offscreen(camera)
+    assert splat_draw._entries["Cloud"].gaussians.means[0, 0] == np.float32(before)
+    wait_for_sorts()
+
+
+def test_edit_mode_keeps_drawing_the_cloud_and_leaving_it_uploads_the_edits(addon) -> None:
+    """In Edit Mode the mesh's attributes cannot be read: entering it must not turn drawing off."""
+    import bmesh
+
+    obj = create_splat_object(random_cloud(40, degree=0, seed=25), "Cloud")
+    bpy.context.view_layer.objects.active = obj
+    bpy.context.view_layer.update()
+    camera = framing_camera(gaussians_of(obj).means, 24, 24)
+    draw_offscreen(camera)
+    wait_for_sorts()
+    before = draw_offscreen(camera)  # sorted
+    cloud = splat_draw._entries["Cloud"].cloud
+    bpy.ops.object.mode_set(mode="EDIT")
+    edit = bmesh.from_edit_mesh(obj.data)
+    edit.verts.ensure_lookup_table()
+    edit.verts[0].co.x += 1.0
+    bmesh.update_edit_mesh(obj.data)
+    bpy.context.view_layer.update()
+    np.testing.assert_array_equal(draw_offscreen(camera), before)
+    assert splat_gpu.disabled_reason is None and not splat_draw.problems
+    assert splat_draw._entries["Cloud"].cloud is cloud, "no re-read per edit step"
+    bpy.ops.object.mode_set(mode="OBJECT")
+    bpy.context.view_layer.update()
+    draw_offscreen(camera)
+    assert splat_draw._entries["Cloud"].gaussians.means[0, 0] == np.float32(obj.data.vertices[0].co.x)
+    wait_for_sorts()
 
 def test_depth_order_sorts_back_to_front_and_skinned_depth_follows_the_pose() -> None:
     rng = np.random.default_rng(10)
@@ -397,3 +532,21 @@ def test_unregister_removes_the_draw_handler() -> None:
     assert splat_draw._mark_dirty not in bpy.app.handlers.depsgraph_update_post
     assert splat_draw._forget_all not in bpy.app.handlers.load_post
     assert not splat_draw._entries
+
+
+def test_switching_the_armature_modifier_off_shows_the_rest_pose(addon) -> None:
+    """As for meshes: the viewport deforms the splats only while the Armature modifier is on."""
+    n = 30
+    skin = SplatSkin(("bone",), np.array([-1]), np.eye(4)[None], np.zeros((n, 4), np.int32),
+                     np.tile([1.0, 0.0, 0.0, 0.0], (n, 1)))
+    obj = create_splat_object(random_cloud(n, degree=0, seed=4, centre=(0, 0, 0.5), spread=0.1, skin=skin), "Cloud")
+    armature = one_bone_armature()
+    bind_to_armature(obj, armature)
+    armature.pose.bones["bone"].rotation_mode = "XYZ"
+    armature.pose.bones["bone"].rotation_euler = (0.5, 0.0, 0.0)
+    bpy.context.view_layer.update()
+    g = gaussians_of(obj)
+    posed = splat_draw.object_skinning(obj, g)
+    assert posed is not None and not np.allclose(posed[0], np.eye(4), atol=1e-4)
+    obj.modifiers["Armature"].show_viewport = False
+    assert splat_draw.object_skinning(obj, g) is None

@@ -373,6 +373,22 @@ def test_read_glb_refuses_what_it_cannot_read(tmp_path):
         gltf.read_glb(plain)
     with pytest.raises(FileFormatError, match="file not found"):
         gltf.read_glb(tmp_path / "absent.glb")
+    # a dangling accessor index and a NaN mean: one line naming the file, not a traceback
+    document, binary = parse_glb(path)
+    document["meshes"][0]["primitives"][0]["attributes"]["POSITION"] = 999
+    dangling = tmp_path / "dangling.glb"
+    dangling.write_bytes(gltf._glb(document, binary))
+    with pytest.raises(FileFormatError, match="dangling.glb: malformed glTF"):
+        gltf.read_glb(dangling)
+    document, binary = parse_glb(path)
+    view = document["bufferViews"][document["accessors"][document["meshes"][0]["primitives"][0]["attributes"]
+                                                         ["POSITION"]]["bufferView"]]
+    binary = bytearray(binary)
+    binary[view["byteOffset"]:view["byteOffset"] + 4] = struct.pack("<f", float("nan"))
+    nan = tmp_path / "nan.glb"
+    nan.write_bytes(gltf._glb(document, bytes(binary)))
+    with pytest.raises(FileFormatError, match="nan.glb: means holds NaN"):
+        gltf.read_glb(nan)
 
     # A skinned file whose root bone hangs under another node (a frame change read_glb would not undo).
     gltf.write_glb(random_cloud(0, skinned=True), path)

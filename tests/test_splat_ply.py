@@ -148,6 +148,13 @@ def test_binary_with_a_list_element_before_the_vertices(tmp_path):
     path.write_bytes(data[:cut] + lists + data[cut:])
     cloud = read_ply(path)
     np.testing.assert_array_equal(cloud.means, np.array([r[:3] for r in rows], np.float32))
+    # a file cut in the middle of a 4-byte list length: one clear line, no traceback
+    truncated = hand_written_ply(tmp_path / "cut.ply", "binary_little_endian", props, rows,
+                                 before="element group 2\nproperty list int int members")
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[:data.index(b"end_header\n") + 11] + struct.pack("<3i", 2, 7, 8) + b"\0\0")
+    with pytest.raises(FileFormatError, match="cut.ply: file truncated inside the 'group' element"):
+        read_ply(truncated)
 
 
 def test_ascii_with_normals_degree_two_crlf_header_and_an_element_before(tmp_path):

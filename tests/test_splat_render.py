@@ -306,6 +306,13 @@ def test_missing_camera_no_splats_and_no_gpu_are_clear_errors(scene, monkeypatch
         bpy.ops.avatar.render_with_splats()
     cloud.hide_render = False
 
+    bpy.context.view_layer.objects.active = cloud
+    bpy.ops.object.mode_set(mode="EDIT")
+    with pytest.raises(RuntimeError, match="'Cloud' is in Edit Mode"):
+        bpy.ops.avatar.render_with_splats()
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert RESULT_IMAGE not in bpy.data.images
+
     camera, scene.camera = scene.camera, None
     with pytest.raises(RuntimeError, match="scene 'Scene' has no camera") as error:
         bpy.ops.avatar.render_with_splats()

@@ -103,6 +103,9 @@ def camera_from_json(path: str | Path) -> SplatCamera:
     width, height = _positive_int(path, data, "width"), _positive_int(path, data, "height")
     if "K" in data:
         K = _matrix(path, data, "K", (3, 3))
+        if not (K[0, 0] > 0.0 and K[1, 1] > 0.0 and np.allclose(K[2], [0.0, 0.0, 1.0])):
+            raise FileFormatError(path, "not a pinhole matrix: need positive focal lengths and a [0, 0, 1] last row",
+                                  "K")
     elif "fov_deg" in data:
         fov = data["fov_deg"]
         if not isinstance(fov, (int, float)) or not 0.0 < fov < 180.0:
@@ -115,6 +118,8 @@ def camera_from_json(path: str | Path) -> SplatCamera:
         rotation = world_to_cam[:3, :3]
         if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4) or np.linalg.det(rotation) < 0:
             raise FileFormatError(path, "the upper 3x3 block is not a rotation", "world_to_cam")
+        if not np.allclose(world_to_cam[3], [0.0, 0.0, 0.0, 1.0]):
+            raise FileFormatError(path, "the last row must be [0, 0, 0, 1]", "world_to_cam")
     elif "eye" in data and "target" in data:
         eye, target = _matrix(path, data, "eye", (3,)), _matrix(path, data, "target", (3,))
         if np.linalg.norm(target - eye) < 1e-9:
@@ -122,10 +127,13 @@ def camera_from_json(path: str | Path) -> SplatCamera:
         world_to_cam = look_at(eye, target)
     else:
         raise FileFormatError(path, "give either 'world_to_cam' or 'eye' and 'target'")
-    near, far = float(data.get("near", NEAR_PLANE)), float(data.get("far", FAR_PLANE))
+    near, far = data.get("near", NEAR_PLANE), data.get("far", FAR_PLANE)
+    for key, value in (("near", near), ("far", far)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise FileFormatError(path, "must be a number of metres", key)
     if not 0.0 < near < far:
         raise FileFormatError(path, "need 0 < near < far", "near")
-    return SplatCamera(K, world_to_cam, width, height, near, far)
+    return SplatCamera(K, world_to_cam, width, height, float(near), float(far))
 
 
 def _positive_int(path: Path, data: dict, key: str) -> int:

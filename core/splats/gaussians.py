@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ..errors import AvatarCaptureError
+from ..errors import AvatarCaptureError, FileFormatError
 
 MAX_SH_DEGREE = 3
 BONES_PER_SPLAT = 4
@@ -25,6 +26,11 @@ BONES_PER_SPLAT = 4
 def sh_coefficient_count(degree: int) -> int:
     """Number of SH basis functions per colour channel for bands 0..degree: (degree + 1)^2."""
     return (degree + 1) ** 2
+
+
+def sh_degree_of(coefficient_count: int) -> int:
+    """The SH degree whose (degree + 1)^2 coefficients per channel make ``coefficient_count`` (K -> degree)."""
+    return int(round(coefficient_count ** 0.5)) - 1
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class Gaussians:
 
     @property
     def sh_degree(self) -> int:
-        return int(round(np.sqrt(self.sh.shape[1]))) - 1
+        return sh_degree_of(self.sh.shape[1])
 
     @property
     def scales(self) -> np.ndarray:
@@ -121,8 +127,8 @@ class Gaussians:
         return replace(self, sh=np.ascontiguousarray(sh))
 
 
-def make_gaussians(means, rotations, log_scales, logit_opacities, sh, skin: SplatSkin | None = None,
-                   surface: SurfaceBinding | None = None) -> Gaussians:
+def make_gaussians(means: ArrayLike, rotations: ArrayLike, log_scales: ArrayLike, logit_opacities: ArrayLike,
+                   sh: ArrayLike, skin: SplatSkin | None = None, surface: SurfaceBinding | None = None) -> Gaussians:
     """Build a Gaussians from array-likes, converting to contiguous float32 / int32 first."""
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     if skin is not None:
@@ -134,6 +140,18 @@ def make_gaussians(means, rotations, log_scales, logit_opacities, sh, skin: Spla
                                  f32(surface.offsets))
     return Gaussians(f32(means), f32(rotations), f32(log_scales), f32(logit_opacities).reshape(-1), f32(sh),
                      skin, surface)
+
+
+def check_exportable(g: Gaussians, path) -> None:
+    """Refuse to write a surface-bound cloud to an interchange file (PLY, glTF).
+
+    Its rotations and SH are relative to the triangles and its means are rest means,
+    so another tool would draw it wrong; pose it with surface.follow_surface first.
+    The project's own .npz keeps the binding and needs no such check.
+    """
+    if g.surface is not None:
+        raise FileFormatError(path, "these splats are bound to mesh triangles; write the posed cloud "
+                                    "(core.splats.surface.follow_surface) or save the binding as .npz")
 
 
 class InvalidGaussians(AvatarCaptureError):

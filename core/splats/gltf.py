@@ -67,7 +67,7 @@ import numpy as np
 from ..atomic_files import atomic_output
 from ..errors import AvatarCaptureError, FileFormatError
 from ..rotations import matrix_to_quat, quat_normalize, quat_to_matrix
-from .gaussians import Gaussians, SplatSkin, make_gaussians
+from .gaussians import Gaussians, InvalidGaussians, SplatSkin, check_exportable, make_gaussians
 from .sh import SH_C0
 from .transforms import transform_gaussians
 
@@ -94,6 +94,7 @@ def sh_semantic(degree: int, n: int) -> str:
 def write_glb(g: Gaussians, path: str | Path, name: str | None = None) -> None:
     """Write the cloud (and its skin, if any) to a .glb at path, atomically (see the module docstring)."""
     path = Path(path)
+    check_exportable(g, path)
     document = _document(g, name or path.stem)
     with atomic_output(path) as staged:
         staged.write_bytes(document)
@@ -267,6 +268,16 @@ def read_glb(path: str | Path) -> Gaussians:
     """
     path = Path(path)
     gltf, binary = _parse_glb(path)
+    try:
+        return _gaussians_from_gltf(path, gltf, binary)
+    except InvalidGaussians as exc:
+        raise FileFormatError(path, str(exc)) from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise FileFormatError(path, f"malformed glTF ({type(exc).__name__}: {exc})") from None
+
+
+def _gaussians_from_gltf(path: Path, gltf: dict, binary: bytes) -> Gaussians:
+    """read_glb's work on the parsed file; a malformed structure surfaces as KeyError, IndexError, ..."""
     located = [(i, node) for i, node in enumerate(gltf.get("nodes", [])) if "mesh" in node
                and any(EXTENSION in p.get("extensions", {}) for p in gltf["meshes"][node["mesh"]]["primitives"])]
     if not located:
@@ -431,4 +442,7 @@ def _run_validator(path: Path, shown: Path) -> dict:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no message"])[-1]
         raise AvatarCaptureError(f"{shown}: the glTF validator failed: {last}")
-    return json.loads(result.stdout)
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise AvatarCaptureError(f"{shown}: the glTF validator printed no JSON report") from None

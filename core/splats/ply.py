@@ -33,7 +33,7 @@ import numpy as np
 
 from ..atomic_files import atomic_output
 from ..errors import FileFormatError
-from .gaussians import BONES_PER_SPLAT, Gaussians, InvalidGaussians, SplatSkin, make_gaussians, \
+from .gaussians import BONES_PER_SPLAT, Gaussians, InvalidGaussians, SplatSkin, check_exportable, make_gaussians, \
     sh_coefficient_count
 
 SKIN_COMMENT = "avatar_capture_skin"
@@ -113,16 +113,19 @@ def read_ply(path: str | Path) -> Gaussians:
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(path, "file not found")
-    header = _read_header(path)
-    vertex = _vertex_element(path, header)
-    names = [p[0] for p in vertex.properties]
-    _check_splat_properties(path, header, names)
-    if vertex.count == 0:
-        raise FileFormatError(path, "the file holds 0 splats")
-    if any(p[2] is not None for p in vertex.properties):
-        raise FileFormatError(path, "the vertex element has list properties; not a 3DGS splat file")
-    table = _read_ascii(path, header, vertex) if header.byte_order is None else \
-        _read_binary(path, header, vertex)
+    try:
+        header = _read_header(path)
+        vertex = _vertex_element(path, header)
+        names = [p[0] for p in vertex.properties]
+        _check_splat_properties(path, header, names)
+        if vertex.count == 0:
+            raise FileFormatError(path, "the file holds 0 splats")
+        if any(p[2] is not None for p in vertex.properties):
+            raise FileFormatError(path, "the vertex element has list properties; not a 3DGS splat file")
+        table = _read_ascii(path, header, vertex) if header.byte_order is None else \
+            _read_binary(path, header, vertex)
+    except OSError as exc:  # unreadable (permissions, I/O error): still one line naming the file
+        raise FileFormatError(path, f"cannot read the file ({exc.strerror or exc})") from None
     return _gaussians_from_table(path, header, table)
 
 
@@ -132,6 +135,7 @@ def write_ply(g: Gaussians, path: str | Path, *, standard_only: bool = False) ->
     With a skin and standard_only=False the bone indices, weights and the skeleton
     go along (see the module docstring); other 3DGS tools ignore them.
     """
+    check_exportable(g, path)
     k = g.sh.shape[1]
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     names += [f"f_rest_{i}" for i in range(3 * (k - 1))]
@@ -300,9 +304,12 @@ def _skip_binary_element(path: Path, element: _Element, order: str, offset: int)
                 size = np.dtype(value_type).itemsize
                 if count_type is not None:
                     raw = stream.read(np.dtype(count_type).itemsize)
-                    if not raw:
+                    if len(raw) < np.dtype(count_type).itemsize:
                         raise FileFormatError(path, f"file truncated inside the '{element.name}' element")
-                    size *= int(np.frombuffer(raw, dtype=order + count_type)[0])
+                    length = int(np.frombuffer(raw, dtype=order + count_type)[0])
+                    if length < 0:
+                        raise FileFormatError(path, f"a negative list length in the '{element.name}' element")
+                    size *= length
                 stream.seek(size, os.SEEK_CUR)
         return stream.tell()
 

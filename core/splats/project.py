@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import AvatarCaptureError
+from ..rotations import quat_matrix_entries
 from .camera import SplatCamera
-from .gaussians import MAX_SH_DEGREE
+from .gaussians import MAX_SH_DEGREE, sh_degree_of
 from .sh import sh_to_colour
 
 if TYPE_CHECKING:
@@ -57,13 +58,7 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     import torch
 
     q = quats / quats.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    rows = (
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    )
-    return torch.stack(rows, dim=-1).reshape(q.shape[:-1] + (3, 3))
+    return torch.stack(quat_matrix_entries(*q.unbind(-1)), dim=-1).reshape(q.shape[:-1] + (3, 3))
 
 
 def camera_tensors(camera: SplatCamera, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,7 +112,7 @@ def project_gaussians(means: Tensor, quats: Tensor, log_scales: Tensor, logit_op
         keep &= (means2d[:, 1] + radii[:, 1] > 0) & (means2d[:, 1] - radii[:, 1] < camera.height)
         radii = torch.where(keep[:, None], radii, torch.zeros_like(radii)).to(torch.int32)
 
-    centre = torch.linalg.inv(world_to_cam)[:3, 3]
+    centre = torch.as_tensor(camera.centre_world, dtype=means.dtype, device=means.device)
     dirs = means - centre
     dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     colours = sh_to_colour(sh, dirs, degree)
@@ -127,7 +122,7 @@ def project_gaussians(means: Tensor, quats: Tensor, log_scales: Tensor, logit_op
 def sh_degree_in_use(coefficient_count: int, sh_degree: int | None) -> int:
     """The SH degree to evaluate for K = coefficient_count stored coefficients: all stored bands by
     default, never more than are stored (missing bands count as zero); AvatarCaptureError outside 0..3."""
-    stored = int(round(coefficient_count ** 0.5)) - 1
+    stored = sh_degree_of(coefficient_count)
     if sh_degree is None:
         return stored
     if not 0 <= sh_degree <= MAX_SH_DEGREE:

@@ -22,6 +22,7 @@ from .camera import SplatCamera
 from .gaussians import Gaussians
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
 BACKENDS = ("auto", "cpu", "gsplat")
@@ -51,7 +52,8 @@ def render(g: Gaussians, camera: SplatCamera, *, sh_degree: int | None = None, b
 
 
 def render_tensors(means: Tensor, quats: Tensor, log_scales: Tensor, logit_opacities: Tensor, sh: Tensor,
-                   camera: SplatCamera, *, sh_degree: int | None = None, device=None
+                   camera: SplatCamera, *, sh_degree: int | None = None,
+                   device: str | torch.device | None = None
                    ) -> tuple[Tensor, Tensor, Tensor]:
     """Differentiable render of torch parameters: means (N, 3) metres, quats (N, 4) wxyz, log_scales (N, 3),
     logit_opacities (N,), sh (N, K, 3). Returns colour (H, W, 3) premultiplied, alpha (H, W), depth (H, W).

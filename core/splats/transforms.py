@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import AvatarCaptureError
 from ..rotations import matrix_to_quat, quat_multiply
-from .gaussians import Gaussians, SurfaceBinding
+from .gaussians import Gaussians, SurfaceBinding, sh_degree_of
 from .sh import sh_basis
 
 _SAMPLE_DIRECTIONS = 20  # >= 16 basis functions; condition number 1.5 on a Fibonacci sphere
@@ -60,7 +60,7 @@ def rotate_sh(sh: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """
     sh = np.asarray(sh)
     rotation = np.asarray(rotation, np.float64)
-    degree = int(round(np.sqrt(sh.shape[1]))) - 1
+    degree = sh_degree_of(sh.shape[1])
     out = sh.copy()
     if degree == 0:
         return out
@@ -106,13 +106,17 @@ def transform_gaussians(g: Gaussians, matrix: np.ndarray) -> Gaussians:
     """The cloud moved by a 4x4 rigid or uniform-similarity transform (old object frame -> new).
 
     Means are mapped, rotations pre-multiplied, log-scales shifted by log(s), SH
-    rotated; a skin's rest bone frames are mapped too, and a surface binding's
-    offsets scaled by s (they live in the triangle frame, which moves with the mesh).
+    rotated; a skin's rest bone frames are mapped too. A surface-bound cloud's
+    rotations, SH and offsets live in the triangle frames, which turn with the
+    mesh: its rotations and SH stay as they are and only the offsets are scaled by s
+    (so ``follow_surface`` on the moved mesh gives the moved cloud).
     """
     rotation, scale, translation = split_similarity(matrix)
     linear = scale * rotation
     means = g.means.astype(np.float64) @ linear.T + translation
-    rotations = quat_multiply(matrix_to_quat(rotation), g.rotations)
+    rotations, sh = g.rotations, g.sh
+    if g.surface is None:
+        rotations, sh = quat_multiply(matrix_to_quat(rotation), g.rotations), rotate_sh(g.sh, rotation)
     skin = g.skin
     if skin is not None:
         skin = replace(skin, rest_bone_to_object=np.asarray(matrix, np.float64) @ skin.rest_bone_to_object)
@@ -122,4 +126,4 @@ def transform_gaussians(g: Gaussians, matrix: np.ndarray) -> Gaussians:
                                  (surface.offsets * scale).astype(np.float32))
     return replace(g, means=means.astype(np.float32), rotations=rotations.astype(np.float32),
                    log_scales=(g.log_scales + np.float32(np.log(scale))).astype(np.float32),
-                   sh=rotate_sh(g.sh, rotation), skin=skin, surface=surface)
+                   sh=sh, skin=skin, surface=surface)

@@ -181,7 +181,6 @@ class _Problem:
         return total
 
     def run_stage(self, stage: str, iterations: int, tick: Callable[[int], object]) -> None:
-        import torch
 
         rate = LEARNING_RATE
         groups = [{"params": [self.root], "lr": rate}, {"params": [self.delta_root], "lr": rate}]
