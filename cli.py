@@ -415,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
         "standard 3DGS PLY.")
     export.add_argument("splats", metavar="PLY", help="splat file (3DGS .ply or avatar-capture .npz)")
     export.add_argument("--glb", metavar="FILE", help="write glTF binary with KHR_gaussian_splatting")
-    export.add_argument("--ply", metavar="FILE", help="write a standard 3DGS PLY (binary little endian)")
+    export.add_argument("--ply", metavar="FILE",
+                        help="write a 3DGS PLY (binary little endian, standard properties; a skinned cloud also "
+                        "keeps its bone indices and weights as extra properties other tools ignore)")
     export.set_defaults(run=_splat_export)
 
     demo = commands.add_parser(
