@@ -29,6 +29,8 @@ import pytest
 from test_clip_file import small_clip
 
 from avatar_capture.core.clip import save_clip
+from avatar_capture.core.splats.gaussians import make_gaussians
+from avatar_capture.core.splats.ply import write_ply
 
 REPO = Path(__file__).resolve().parent.parent
 ZIP_ENV = "AVATAR_CAPTURE_EXTENSION_ZIP"
@@ -71,7 +73,8 @@ def test_zip_holds_the_addon_and_exactly_the_pinned_wheels(extension_zip: Path) 
     with zipfile.ZipFile(extension_zip) as archive:
         names = archive.namelist()
         manifest = tomllib.loads(archive.read("blender_manifest.toml").decode("utf-8"))
-    assert {"__init__.py", "blender_manifest.toml", "core/clip.py", "operators/__init__.py"} <= set(names)
+    assert {"__init__.py", "blender_manifest.toml", "core/clip.py", "operators/__init__.py",
+            "native/splat_vert.glsl", "native/splat_frag.glsl"} <= set(names)
     leaked = [name for name in names if name.startswith(DEV_ONLY_PATHS) or "__pycache__" in name]
     assert not leaked, f"development files in the zip: {leaked[:10]}"
     assert manifest["id"] == "avatar_capture" and manifest["blender_version_min"] == "4.2.0"
@@ -92,7 +95,7 @@ import json, sys
 from pathlib import Path
 import bpy
 
-zip_path, sandbox, clip_path = sys.argv[1:4]
+zip_path, sandbox, clip_path, splat_path = sys.argv[1:5]
 extensions = Path(bpy.utils.user_resource("EXTENSIONS"))
 config = Path(bpy.utils.user_resource("CONFIG"))
 assert extensions.is_relative_to(sandbox) and config.is_relative_to(sandbox), (extensions, config)
@@ -104,6 +107,13 @@ before = {obj.name for obj in bpy.data.objects}
 imported = bpy.ops.avatar.import_clip(filepath=clip_path)
 new = [bpy.data.objects[name] for name in sorted({obj.name for obj in bpy.data.objects} - before)]
 armatures = [obj for obj in new if obj.type == "ARMATURE"]
+splats = bpy.ops.avatar.import_splats(filepath=splat_path)
+# The viewport shaders, loaded from the installed add-on's native/ folder, draw the imported cloud.
+from bl_ext.user_default.avatar_capture.blender.splat_offscreen import render_offscreen
+from bl_ext.user_default.avatar_capture.core.splats.camera import framing_camera
+cloud = bpy.context.active_object
+means = [tuple(cloud.matrix_world @ v.co) for v in cloud.data.vertices]
+image = render_offscreen([cloud], framing_camera(means, 32, 32))
 site = extensions / ".local" / "lib" / "python3.11" / "site-packages"
 print(json.dumps({
     "enabled": enabled,
@@ -111,6 +121,8 @@ print(json.dumps({
     "import_clip": sorted(imported),
     "bones": [bone.name for bone in armatures[0].data.bones] if armatures else [],
     "action_frames": list(armatures[0].animation_data.action.frame_range) if armatures else [],
+    "import_splats": sorted(splats),
+    "splat_image_alpha": float(image[..., 3].max()),
     "addon_files": sorted(str(p.relative_to(extensions / "user_default" / "avatar_capture"))
                           for p in (extensions / "user_default" / "avatar_capture").rglob("*") if p.is_file()),
     "site_packages": str(site),
@@ -122,17 +134,22 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def installed(extension_zip: Path, workdir: Path) -> dict:
-    """Install and enable the zip in a sandboxed Blender user folder; import a clip with it."""
+    """Install and enable the zip in a sandboxed Blender user folder; import a clip and splats with it."""
     sandbox = workdir / "blender-user"
     clip = small_clip(frames=4, with_camera=False)
     clip_path = save_clip(clip, workdir / "skeleton_only.npz")
+    rng = numpy.random.default_rng(0)
+    splat_path = write_ply(make_gaussians(rng.normal(size=(40, 3)) * 0.2, rng.normal(size=(40, 4)),
+                                          numpy.full((40, 3), -3.0), numpy.full(40, 2.0),
+                                          rng.normal(size=(40, 1, 3))), workdir / "cloud.ply")
     env = dict(os.environ,
                BLENDER_USER_RESOURCES=str(sandbox),
                BLENDER_USER_CONFIG=str(sandbox / "config"),
                BLENDER_USER_SCRIPTS=str(sandbox / "scripts"),
                BLENDER_USER_EXTENSIONS=str(sandbox / "extensions"),
                BLENDER_USER_DATAFILES=str(sandbox / "datafiles"))
-    result = subprocess.run([sys.executable, "-c", _INSTALL, str(extension_zip), str(sandbox), str(clip_path)],
+    result = subprocess.run([sys.executable, "-c", _INSTALL, str(extension_zip), str(sandbox), str(clip_path),
+                             str(splat_path)],
                             capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -148,6 +165,8 @@ def test_installed_extension_is_enabled_and_runs_its_operators(installed: dict) 
     clip = installed["clip"]
     assert installed["bones"] == list(clip.skeleton.joint_names)
     assert installed["action_frames"][1] - installed["action_frames"][0] == clip.frame_count - 1
+    assert installed["import_splats"] == ["FINISHED"], installed["log"][-3000:]
+    assert installed["splat_image_alpha"] > 0.5, "the packaged viewport shaders drew nothing"
     assert "__init__.py" in installed["addon_files"]
     assert not [f for f in installed["addon_files"] if f.startswith(DEV_ONLY_PATHS)]
 
