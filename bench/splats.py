@@ -267,13 +267,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--sh-degree", type=int, default=3, choices=range(4))
+    parser.add_argument("--bones", type=int, default=104, help="bones of the skinned case (Anny has 104)")
     args = parser.parse_args()
     ensure_gpu()
     results = []
     with tempfile.TemporaryDirectory(prefix="avatar_splat_bench_") as folder:
         for n in args.counts:
             results.append(bench_count(n, args.sh_degree, Path(folder)))
-    skinned = bench_skinned(100_000, 20)
+    skinned = bench_skinned(100_000, args.bones)
     import gpu
 
     device = f"{gpu.platform.renderer_get()} ({gpu.platform.backend_type_get()}); {os.cpu_count()} CPU cores"

@@ -13,6 +13,7 @@ an object whose splat data is damaged is skipped and named in the panel.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -118,8 +119,8 @@ def object_skinning(obj: bpy.types.Object, g: Gaussians) -> np.ndarray | None:
     # foreach_get yields each matrix column by column.
     posed = posed.reshape(-1, 4, 4).transpose(0, 2, 1).astype(np.float64)
     rest = rest.reshape(-1, 4, 4).transpose(0, 2, 1).astype(np.float64)
-    pose_index = np.array([pose_bones.find(name) for name in g.skin.bone_names])
-    rest_index = np.array([bones.find(name) for name in g.skin.bone_names])
+    pose_index = _bone_slots(tuple(pose_bones.keys()), g.skin.bone_names)
+    rest_index = _bone_slots(tuple(bones.keys()), g.skin.bone_names)
     found = (pose_index >= 0) & (rest_index >= 0)
     deform = np.tile(np.eye(4), (len(g.skin.bone_names), 1, 1))
     deform[found] = posed[pose_index[found]] @ _rigid_inverse(rest[rest_index[found]])
@@ -128,6 +129,17 @@ def object_skinning(obj: bpy.types.Object, g: Gaussians) -> np.ndarray | None:
     object_to_armature = np.array(armature_world.inverted_safe() @ world)
     armature_to_object = np.array(world.inverted_safe() @ armature_world)
     return armature_to_object @ deform @ object_to_armature
+
+
+@functools.lru_cache(maxsize=64)
+def _bone_slots(armature_bones: tuple[str, ...], wanted: tuple[str, ...]) -> np.ndarray:
+    """Index of each wanted bone name among armature_bones, -1 where missing.
+
+    Cached: every redraw of a skinned cloud asks, and a Python lookup per bone costs ~0.35 ms
+    for an Anny rig's 104 bones.
+    """
+    position = {name: i for i, name in enumerate(armature_bones)}
+    return np.array([position.get(name, -1) for name in wanted])
 
 
 def _rigid_inverse(matrices: np.ndarray) -> np.ndarray:
