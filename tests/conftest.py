@@ -19,3 +19,17 @@ def anny_rig(compute_settings):
     from avatar_capture.core.body.models import build_rig
 
     return build_rig(compute_settings)
+
+
+@pytest.fixture
+def fresh_addon():
+    """A factory-fresh empty Blender file with the add-on registered (properties, operators, draw
+    handler); unregistered afterwards."""
+    import bpy
+
+    import avatar_capture
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    avatar_capture.register()
+    yield
+    avatar_capture.unregister()

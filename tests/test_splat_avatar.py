@@ -11,11 +11,9 @@ import math
 
 import bpy
 import numpy as np
-import pytest
 from blender_probe import evaluated_vertices
 from motion_factory import random_clip
 
-import avatar_capture
 from avatar_capture.blender.import_scene import import_avatar
 from avatar_capture.blender.splat_object import bind_to_armature, create_splat_object, gaussians_from_object
 from avatar_capture.blender.splat_offscreen import render_offscreen
@@ -24,14 +22,6 @@ from avatar_capture.core.splats.gaussians import BONES_PER_SPLAT, SplatSkin, mak
 from avatar_capture.core.splats.render import render
 from avatar_capture.core.splats.sh import rgb_to_sh_dc
 from avatar_capture.core.splats.skinning import skin_gaussians
-
-
-@pytest.fixture
-def addon():
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    avatar_capture.register()
-    yield
-    avatar_capture.unregister()
 
 
 def body_splats(rig, every: int = 7):
@@ -63,7 +53,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0.0 else 10.0 * math.log10(1.0 / mse)
 
 
-def test_splats_on_the_anny_body_follow_the_clip_like_the_body(addon, anny_rig) -> None:
+def test_splats_on_the_anny_body_follow_the_clip_like_the_body(fresh_addon, anny_rig) -> None:
     armature = import_avatar(bpy.context, random_clip(anny_rig, 8, seed=5, amplitude_rad=0.5), anny_rig)
     cloud = create_splat_object(body_splats(anny_rig), "Splat avatar")
     bind_to_armature(cloud, armature)

@@ -32,15 +32,6 @@ from shared_media import REAL_SPLAT_PLY
 
 
 
-@pytest.fixture
-def addon():
-    """A factory-fresh empty file with the add-on registered (scene.avatar_splats, draw handler)."""
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    avatar_capture.register()
-    yield
-    avatar_capture.unregister()
-
-
 def random_cloud(n: int, degree: int, seed: int, centre=(0.0, 0.0, 0.0), spread: float = 0.3,
                  skin: SplatSkin | None = None) -> Gaussians:
     rng = np.random.default_rng(seed)
@@ -84,7 +75,7 @@ def one_bone_armature(name: str = "Arm", head=(0.0, 0.0, 0.0), location=(0.0, 0.
     return armature
 
 
-def test_random_cloud_matches_reference_rasterizer(addon) -> None:
+def test_random_cloud_matches_reference_rasterizer(fresh_addon) -> None:
     g = random_cloud(300, degree=3, seed=1)
     camera = framing_camera(g.means, 96, 72)
     image = render_offscreen(g, camera)
@@ -99,7 +90,7 @@ def test_random_cloud_matches_reference_rasterizer(addon) -> None:
     assert psnr(flat[..., :3], image[..., :3]) < 40.0, "degree 0 should look different from degree 3"
 
 
-def test_off_centre_principal_point_and_non_square_focal(addon) -> None:
+def test_off_centre_principal_point_and_non_square_focal(fresh_addon) -> None:
     g = random_cloud(200, degree=1, seed=2)
     K = intrinsics(80, 60, 50.0)
     K[0, 2], K[1, 2], K[1, 1] = 30.0, 35.0, K[1, 1] * 1.2
@@ -108,7 +99,7 @@ def test_off_centre_principal_point_and_non_square_focal(addon) -> None:
 
 
 @pytest.mark.skipif(not REAL_SPLAT_PLY.exists(), reason="shared media not available")
-def test_real_ply_matches_reference_rasterizer(addon) -> None:
+def test_real_ply_matches_reference_rasterizer(fresh_addon) -> None:
     from avatar_capture.core.splats.ply import read_ply
 
     g = read_ply(REAL_SPLAT_PLY)
@@ -129,7 +120,7 @@ def test_projection_matches_the_opencv_pixel_grid() -> None:
     assert np.all(np.abs(ndc[:, 2]) < 1.0)
 
 
-def test_object_transform_is_honoured(addon) -> None:
+def test_object_transform_is_honoured(fresh_addon) -> None:
     g = random_cloud(200, degree=1, seed=3)
     obj = create_splat_object(g, "Moved")
     obj.location = (0.6, 0.4, 0.2)
@@ -143,7 +134,7 @@ def test_object_transform_is_honoured(addon) -> None:
     assert psnr(image, render_offscreen(g, camera)) < 25.0, "the transform must change the image"
 
 
-def test_skinned_cloud_follows_a_bone_rotation(addon) -> None:
+def test_skinned_cloud_follows_a_bone_rotation(fresh_addon) -> None:
     n = 150
     skin = SplatSkin(("bone",), np.array([-1]), np.eye(4)[None], np.zeros((n, 4), np.int32),
                      np.tile([1.0, 0.0, 0.0, 0.0], (n, 1)))
@@ -181,7 +172,7 @@ def gaussians_of(obj: bpy.types.Object) -> Gaussians:
     return gaussians_from_object(obj)
 
 
-def test_a_mesh_in_front_hides_the_splats_behind_it(addon) -> None:
+def test_a_mesh_in_front_hides_the_splats_behind_it(fresh_addon) -> None:
     g = random_cloud(300, degree=0, seed=5, spread=0.25)
     camera = SplatCamera(intrinsics(80, 80, 50.0), look_at(np.array([0.0, -3.0, 0.0]), np.zeros(3)), 80, 80)
     bpy.ops.mesh.primitive_plane_add(size=1.0, location=(-0.5, -1.0, 0.0), rotation=(math.radians(90.0), 0, 0))
@@ -202,7 +193,7 @@ def test_a_mesh_in_front_hides_the_splats_behind_it(addon) -> None:
 
 
 
-def test_occluders_without_faces_hide_nothing_and_do_not_fail(addon) -> None:
+def test_occluders_without_faces_hide_nothing_and_do_not_fail(fresh_addon) -> None:
     """Render Image with Splats passes every render-visible mesh/curve: empty ones are common."""
     g = random_cloud(60, degree=0, seed=21)
     camera = framing_camera(g.means, 24, 24)
@@ -247,7 +238,7 @@ def wait_for_sorts(timeout: float = 10.0) -> None:
                 time.sleep(0.005)
 
 
-def test_draw_handler_draws_visible_objects_sorted_off_thread(addon) -> None:
+def test_draw_handler_draws_visible_objects_sorted_off_thread(fresh_addon) -> None:
     assert splat_draw.is_registered()
     bpy.context.scene.avatar_splats.sh_degree = 3
     left = create_splat_object(random_cloud(200, degree=2, seed=6, centre=(-0.7, 0.0, 0.0), spread=0.2), "Left")
@@ -290,13 +281,19 @@ def merge(clouds: list[Gaussians]) -> Gaussians:
     return make_gaussians(*(np.concatenate([getattr(g, f) for g in clouds]) for f in fields))
 
 
-def test_mesh_edits_rebuild_the_gpu_data_and_poses_do_not(addon) -> None:
-    n = 80
+def cloud_on_one_bone(n: int, seed: int) -> tuple[bpy.types.Object, bpy.types.Object]:
+    """A splat object of n splats, all weighted to the single bone of one_bone_armature(), bound to it."""
     skin = SplatSkin(("bone",), np.array([-1]), np.eye(4)[None], np.zeros((n, 4), np.int32),
                      np.tile([1.0, 0.0, 0.0, 0.0], (n, 1)))
-    obj = create_splat_object(random_cloud(n, degree=0, seed=9, centre=(0, 0, 0.5), spread=0.1, skin=skin), "Cloud")
+    obj = create_splat_object(random_cloud(n, degree=0, seed=seed, centre=(0, 0, 0.5), spread=0.1, skin=skin),
+                              "Cloud")
     armature = one_bone_armature()
     bind_to_armature(obj, armature)
+    return obj, armature
+
+
+def test_mesh_edits_rebuild_the_gpu_data_and_poses_do_not(fresh_addon) -> None:
+    obj, armature = cloud_on_one_bone(80, seed=9)
     bpy.context.view_layer.update()
     camera = framing_camera(gaussians_of(obj).means, 64, 64)
     draw_offscreen(camera)
@@ -318,7 +315,7 @@ def test_mesh_edits_rebuild_the_gpu_data_and_poses_do_not(addon) -> None:
 
 
 
-def test_linked_duplicates_both_see_an_edit_of_their_shared_mesh(addon) -> None:
+def test_linked_duplicates_both_see_an_edit_of_their_shared_mesh(fresh_addon) -> None:
     """Two objects showing one mesh (Alt+D): an edit must rebuild both clouds, not just the first drawn."""
     first = create_splat_object(random_cloud(40, degree=0, seed=17), "First")
     second = bpy.data.objects.new("Second", first.data)
@@ -337,7 +334,7 @@ def test_linked_duplicates_both_see_an_edit_of_their_shared_mesh(addon) -> None:
     wait_for_sorts()
 
 
-def test_a_closed_viewport_is_forgotten_even_with_a_sort_in_flight(addon) -> None:
+def test_a_closed_viewport_is_forgotten_even_with_a_sort_in_flight(fresh_addon) -> None:
     from concurrent.futures import Future
 
     create_splat_object(random_cloud(40, degree=0, seed=18), "Cloud")
@@ -353,7 +350,7 @@ def test_a_closed_viewport_is_forgotten_even_with_a_sort_in_flight(addon) -> Non
     wait_for_sorts()
 
 
-def test_a_damaged_skin_property_skips_that_object_only(addon) -> None:
+def test_a_damaged_skin_property_skips_that_object_only(fresh_addon) -> None:
     good = create_splat_object(random_cloud(40, degree=0, seed=19), "Good")
     bad = create_splat_object(random_cloud(40, degree=0, seed=20, centre=(0.5, 0.0, 0.0)), "Bad")
     bad["avatar_capture_splat_skin"] = {"bone_names": ["bone"]}  # edited by hand: parents and rest lost
@@ -365,7 +362,7 @@ def test_a_damaged_skin_property_skips_that_object_only(addon) -> None:
     assert set(splat_draw._entries) == {"Good"}
 
 
-def test_windows_on_two_scenes_keep_both_clouds_and_deleted_or_renamed_objects_are_forgotten(addon) -> None:
+def test_windows_on_two_scenes_keep_both_clouds_and_deleted_or_renamed_objects_are_forgotten(fresh_addon) -> None:
     """Each window draws its own scene: neither may drop (and so re-upload every redraw) the other's cloud."""
     here = create_splat_object(random_cloud(40, degree=0, seed=22), "Here")
     other_scene = bpy.data.scenes.new("Other")
@@ -388,7 +385,7 @@ def test_windows_on_two_scenes_keep_both_clouds_and_deleted_or_renamed_objects_a
     wait_for_sorts()
 
 
-def test_undo_of_a_mesh_edit_draws_the_restored_cloud(addon) -> None:
+def test_undo_of_a_mesh_edit_draws_the_restored_cloud(fresh_addon) -> None:
     """Undo keeps the mesh's address (same data key) but reports its geometry update: the cloud is re-read."""
     obj = create_splat_object(random_cloud(40, degree=0, seed=24), "Cloud")
     bpy.context.view_layer.update()
@@ -408,7 +405,7 @@ def test_undo_of_a_mesh_edit_draws_the_restored_cloud(addon) -> None:
     wait_for_sorts()
 
 
-def test_edit_mode_keeps_drawing_the_cloud_and_leaving_it_uploads_the_edits(addon) -> None:
+def test_edit_mode_keeps_drawing_the_cloud_and_leaving_it_uploads_the_edits(fresh_addon) -> None:
     """In Edit Mode the mesh's attributes cannot be read: entering it must not turn drawing off."""
     import bmesh
 
@@ -459,7 +456,7 @@ def test_depth_order_sorts_back_to_front_and_skinned_depth_follows_the_pose() ->
                                g.means @ model_view[2, :3] + model_view[2, 3], atol=1e-4)
 
 
-def test_a_gpu_failure_turns_drawing_off_with_a_message(addon, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_gpu_failure_turns_drawing_off_with_a_message(fresh_addon, monkeypatch: pytest.MonkeyPatch) -> None:
     from test_ui import RecordingLayout
 
     from avatar_capture.panels.splats import VIEW3D_PT_avatar_splats
@@ -493,7 +490,7 @@ def test_a_gpu_failure_turns_drawing_off_with_a_message(addon, monkeypatch: pyte
         splat_gpu.disabled_reason = None
 
 
-def test_an_object_with_damaged_data_is_skipped_and_named(addon) -> None:
+def test_an_object_with_damaged_data_is_skipped_and_named(fresh_addon) -> None:
     good = create_splat_object(random_cloud(60, degree=0, seed=14), "Good")
     bad = create_splat_object(random_cloud(60, degree=0, seed=15, centre=(0.5, 0.0, 0.0)), "Bad")
     bad.data.attributes.remove(bad.data.attributes["splat_rotation"])
@@ -514,7 +511,7 @@ def test_render_offscreen_without_a_gpu_backend_says_so(monkeypatch: pytest.Monk
         render_offscreen(g, framing_camera(g.means, 16, 16))
 
 
-def test_the_update_handlers_survive_opening_another_file(addon, tmp_path) -> None:
+def test_the_update_handlers_survive_opening_another_file(fresh_addon, tmp_path) -> None:
     """Blender drops non-persistent app handlers on file load: mesh edits would then go unnoticed."""
     path = tmp_path / "other.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
@@ -534,14 +531,9 @@ def test_unregister_removes_the_draw_handler() -> None:
     assert not splat_draw._entries
 
 
-def test_switching_the_armature_modifier_off_shows_the_rest_pose(addon) -> None:
+def test_switching_the_armature_modifier_off_shows_the_rest_pose(fresh_addon) -> None:
     """As for meshes: the viewport deforms the splats only while the Armature modifier is on."""
-    n = 30
-    skin = SplatSkin(("bone",), np.array([-1]), np.eye(4)[None], np.zeros((n, 4), np.int32),
-                     np.tile([1.0, 0.0, 0.0, 0.0], (n, 1)))
-    obj = create_splat_object(random_cloud(n, degree=0, seed=4, centre=(0, 0, 0.5), spread=0.1, skin=skin), "Cloud")
-    armature = one_bone_armature()
-    bind_to_armature(obj, armature)
+    obj, armature = cloud_on_one_bone(30, seed=4)
     armature.pose.bones["bone"].rotation_mode = "XYZ"
     armature.pose.bones["bone"].rotation_euler = (0.5, 0.0, 0.0)
     bpy.context.view_layer.update()
