@@ -1,0 +1,1 @@
+"""Retargeting: map motion clips and BVH input onto other humanoid rigs."""
