@@ -45,14 +45,10 @@ from ..landmarks import CONTACT_NAMES, LANDMARK_NAMES
 from ..rotations import quat_continuous, rotation_between
 from ..skeleton import Skeleton
 from .auto_map import auto_map
+from .humanoid import landmark_bones
 
 log = logging.getLogger(__name__)
 MAX_STANDING_M = 0.15  # highest a foot point (the ankle) sits above the floor with the foot flat
-
-# Landmark -> the canonical humanoid joint whose head it is (sides expand to left_/right_).
-_LANDMARK_JOINTS = {"pelvis": "hips", "neck": "neck", "shoulder": "upper_arm", "elbow": "lower_arm",
-                    "wrist": "hand", "hip": "upper_leg", "knee": "lower_leg", "ankle": "foot", "toe": "toes"}
-
 
 def clip_from_bvh(path: str | Path, *, scale: float | None = None) -> MotionClip:
     """Read a BVH file as a skeleton-only clip in Blender's world frame; see the module docstring.
@@ -163,15 +159,7 @@ def _landmark_joints(joint_names: tuple[str, ...], parents: np.ndarray) -> dict[
         log.warning("no humanoid landmarks: %s", exc)
         return {}
     index = {name: joint for joint, name in enumerate(joint_names)}
-    found = {}
-    for landmark, joint in _LANDMARK_JOINTS.items():
-        sided = (landmark, joint) if landmark in ("pelvis", "neck") else None
-        pairs = [sided] if sided else [(f"{side}_{landmark}", f"{side}_{joint}") for side in ("left", "right")]
-        for name, canonical in pairs:
-            bone = mapping.bones.get(canonical)
-            if bone is not None:
-                found[name] = index[bone]
-    return found
+    return {landmark: index[bone] for landmark, bone in landmark_bones(mapping).items()}
 
 
 def _contacts(path, points: dict[str, np.ndarray], frames: int, fps: float) -> np.ndarray:

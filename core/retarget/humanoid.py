@@ -214,3 +214,20 @@ def load_mapping(path: str | Path) -> BoneMapping:
         return BoneMapping(bones=bones, name=name, **chains)
     except ValueError as exc:
         raise FileFormatError(path, str(exc), "neck_chain") from None
+
+
+# Landmark (core.landmarks names, sides expanded to left_/right_) -> the canonical joint whose head it is.
+LANDMARK_JOINTS = {"pelvis": "hips", "neck": "neck", "shoulder": "upper_arm", "elbow": "lower_arm",
+                   "wrist": "hand", "hip": "upper_leg", "knee": "lower_leg", "ankle": "foot", "toe": "toes"}
+
+
+def landmark_bones(mapping: BoneMapping) -> dict[str, str]:
+    """Landmark name -> rig bone whose head gives it, for the landmarks this mapping's joints cover."""
+    found = {}
+    for landmark, joint in LANDMARK_JOINTS.items():
+        pairs = [(landmark, joint)] if landmark in ("pelvis", "neck") else \
+            [(f"{side}_{landmark}", f"{side}_{joint}") for side in SIDES]
+        for name, canonical in pairs:
+            if canonical in mapping.bones:
+                found[name] = mapping.bones[canonical]
+    return found
