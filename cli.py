@@ -1,4 +1,5 @@
-"""``avatarcap``: the command line for Avatar Capture (body cache, capture, clip import/export, splats, demo).
+"""``avatarcap``: the command line for Avatar Capture (body cache, capture, clip import/export, retarget,
+splats, demo).
 
 Why a CLI: the same steps as the Blender UI, scriptable on a farm or in CI,
 with Blender running inside as a module (``bpy``). bpy, torch and anny are
@@ -233,6 +234,30 @@ def _splat_export(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _retarget(args: argparse.Namespace) -> None:
+    """Retarget a clip or BVH onto a rig file and write the rig with the motion (or the clip), atomically."""
+    output = Path(args.output)
+    with redirect_stdout(sys.stderr):  # Blender chats on stdout
+        from .blender.retarget_files import (OUTPUT_EXTENSIONS, SOURCE_EXTENSIONS, TARGET_EXTENSIONS,
+                                             check_extension, retarget_file)
+
+        check_extension(args.source, SOURCE_EXTENSIONS, "source motion")
+        check_extension(args.target, TARGET_EXTENSIONS, "target rig")
+        check_extension(output, OUTPUT_EXTENSIONS, "output")
+        _check_outputs([output])
+        import bpy
+
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        result = retarget_file(args.source, args.target, output, mapping=args.mapping,
+                               source_mapping=args.source_mapping, armature_name=args.armature,
+                               in_place=args.in_place, foot_lock=not args.no_foot_lock, hand_ik=args.hand_ik)
+    clip = result.clip
+    print(f"retargeted {clip.frame_count} frames at {clip.fps:g} fps onto '{result.armature}' "
+          f"({result.source_mapping} -> {result.target_mapping} mapping) in {result.bake_seconds:.2f} s",
+          file=sys.stderr)
+    print(f"wrote {output}")
+
+
 def _check_outputs(paths) -> None:
     """Fail before any work when an output folder cannot be written (so nothing is left half done)."""
     from .core.atomic_files import check_writable
@@ -332,8 +357,8 @@ def _pixels(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Avatar Capture from the command line: build the body model, capture a video, "
-        "import a motion clip into Blender and export it (FBX, glTF, BVH), render or export Gaussian splats, "
-        "or make the demo.")
+        "import a motion clip into Blender and export it (FBX, glTF, BVH), retarget motion onto a rig, render or "
+        "export Gaussian splats, or make the demo.")
     _add_settings_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -419,6 +444,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write a 3DGS PLY (binary little endian, standard properties; a skinned cloud also "
                         "keeps its bone indices and weights as extra properties other tools ignore)")
     export.set_defaults(run=_splat_export)
+
+    retarget = commands.add_parser(
+        "retarget", help="retarget a motion clip or BVH onto a rig file (FBX, glTF, .blend)",
+        description="Retarget a motion clip (.npz) or BVH file onto the humanoid armature of a rig file (FBX, glTF "
+        "or .blend) and write the rig itself (its bones, rest pose, proportions and meshes) carrying the motion as "
+        "a new action at the source's frame rate: FBX, GLB or .blend; or the retargeted clip on the rig's "
+        "skeleton (.npz). Bone mappings are found automatically unless given.")
+    retarget.add_argument("source", metavar="CLIP_OR_BVH", help="source motion (.npz clip or .bvh)")
+    retarget.add_argument("--target", metavar="RIG", required=True, help="rig file (.fbx, .glb, .gltf, .blend)")
+    retarget.add_argument("-o", "--output", metavar="OUT", required=True,
+                          help="file to write (.fbx, .glb, .blend, or .npz for the clip)")
+    retarget.add_argument("--mapping", metavar="PRESET_OR_JSON",
+                          help="the target rig's bone mapping: a preset name or a mapping .json file "
+                          "(default: found automatically)")
+    retarget.add_argument("--source-mapping", metavar="PRESET_OR_JSON",
+                          help="the source's bone mapping (default: found automatically)")
+    retarget.add_argument("--armature", metavar="NAME", help="the armature to use when the file has several")
+    retarget.add_argument("--in-place", action="store_true", help="drop the horizontal root motion")
+    retarget.add_argument("--no-foot-lock", action="store_true",
+                          help="do not keep the feet planted on the clip's contact frames")
+    retarget.add_argument("--hand-ik", action="store_true", help="reach the source's hand positions with IK")
+    retarget.set_defaults(run=_retarget)
 
     demo = commands.add_parser(
         "demo", help="capture the demo video and write demo.npz, demo_overlay.mp4, .blend, .fbx, .glb",

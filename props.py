@@ -10,11 +10,19 @@ decided by the runtime job registry in operators/jobs.py, not by ``running``.
 
 The splat display settings are on the scene (saved with the file, shared by its viewports):
 they say how the viewport draw handler (blender/splat_draw.py) draws splat objects.
+
+Retargeting: the scene holds the retarget settings (``scene.avatar_retarget``: source,
+options, what to do with an animated target or another frame rate) and each armature
+object its own bone mapping (``object.avatar_retarget_map``), so a corrected mapping is
+saved with the character, survives undo and is found again next time that rig is a target.
 """
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
+                       PointerProperty, StringProperty)
+
+from .core.retarget.presets import PRESETS
 
 
 class AvatarJobProps(bpy.types.PropertyGroup):
@@ -45,7 +53,74 @@ class AvatarSplatDisplay(bpy.types.PropertyGroup):
                            update=_redraw_viewports)
 
 
-CLASSES = (AvatarJobProps, AvatarSplatDisplay)
+class AvatarRetargetJoint(bpy.types.PropertyGroup):
+    """One canonical joint of a rig's mapping: ``name`` is the canonical joint, ``bone`` the rig bone ("" unmapped)."""
+
+    bone: StringProperty(name="Bone", description="The armature bone that plays this canonical joint "
+                         "(empty: not mapped)")
+
+
+class AvatarRetargetChainBone(bpy.types.PropertyGroup):
+    """One bone of a spine or neck chain (root side first); ``name`` is the bone name."""
+
+
+class AvatarRetargetMap(bpy.types.PropertyGroup):
+    """An armature's bone mapping onto the canonical humanoid (blender/retarget_mapping.py reads and writes it)."""
+
+    joints: CollectionProperty(type=AvatarRetargetJoint, name="Joints",
+                               description="Canonical joint -> bone, one item per canonical joint")
+    spine_chain: CollectionProperty(type=AvatarRetargetChainBone, name="Spine Chain",
+                                    description="Every spine bone from the first to the last before the neck")
+    neck_chain: CollectionProperty(type=AvatarRetargetChainBone, name="Neck Chain",
+                                   description="Every neck bone from the first to the last before the head")
+    mapping_name: StringProperty(name="Mapping", description="Where the mapping came from (preset, auto, file)")
+    active_index: IntProperty(name="Active Joint", options=set())
+
+
+def _is_armature(_self, obj: bpy.types.Object) -> bool:
+    return obj.type == "ARMATURE"
+
+
+# Enum items shared by the scene settings and the retarget operators (operators/retarget.py).
+RETARGET_SOURCE_ITEMS = (
+    ("FILE", "Clip File", "A motion clip (.npz) or a BVH file"),
+    ("ARMATURE", "Armature", "Another armature with an action (left untouched)"),
+)
+EXISTING_ACTION_ITEMS = (
+    ("KEEP", "Keep", "Keep the old action (with a fake user) and assign the new one"),
+    ("REPLACE", "Replace", "Replace the old action (removed when nothing else uses it)"),
+)
+FPS_MODE_ITEMS = (
+    ("RESAMPLE", "Resample", "Resample the motion to the scene's frame rate"),
+    ("SCENE", "Set Scene", "Set the scene's frame rate to the clip's"),
+)
+PRESET_ITEMS = (("AUTO", "Auto", "Find the mapping from presets, bone names and the hierarchy"),) + tuple(
+    (name, name, f"The '{name}' preset's bone names") for name in PRESETS)
+
+
+class AvatarRetargetSettings(bpy.types.PropertyGroup):
+    source_type: EnumProperty(name="Source", description="Where the motion comes from",
+                              items=RETARGET_SOURCE_ITEMS, default="FILE")
+    source_path: StringProperty(name="Clip", description="Motion clip (.npz) or BVH file to retarget",
+                                subtype="FILE_PATH")
+    source_armature: PointerProperty(type=bpy.types.Object, name="Source Armature", poll=_is_armature,
+                                     description="Armature whose action is retargeted")
+    in_place: BoolProperty(name="In Place", description="Drop the horizontal root motion (keep height)")
+    foot_lock: BoolProperty(name="Foot Lock", default=True,
+                            description="Keep the feet planted on the clip's contact frames (two-bone IK)")
+    hand_ik: BoolProperty(name="Hand IK", description="Place the hands where the source's hands are (two-bone IK)")
+    existing_action: EnumProperty(name="Animated Target", description="When the target already has an action",
+                                  items=EXISTING_ACTION_ITEMS, default="KEEP")
+    fps_mode: EnumProperty(name="Frame Rate", description="When the clip's frame rate is not the scene's",
+                           items=FPS_MODE_ITEMS, default="RESAMPLE")
+    preset: EnumProperty(name="Preset", description="Bone names to map the target with", items=PRESET_ITEMS,
+                         default="AUTO")
+    show_optional: BoolProperty(name="Optional Joints", description="List the optional joints (fingers, toes, "
+                                "eyes ...) too", options=set())
+
+
+CLASSES = (AvatarJobProps, AvatarSplatDisplay, AvatarRetargetJoint, AvatarRetargetChainBone, AvatarRetargetMap,
+           AvatarRetargetSettings)
 
 
 def register() -> None:
@@ -53,9 +128,13 @@ def register() -> None:
         bpy.utils.register_class(cls)
     bpy.types.WindowManager.avatar_capture_job = PointerProperty(type=AvatarJobProps)
     bpy.types.Scene.avatar_splats = PointerProperty(type=AvatarSplatDisplay)
+    bpy.types.Scene.avatar_retarget = PointerProperty(type=AvatarRetargetSettings)
+    bpy.types.Object.avatar_retarget_map = PointerProperty(type=AvatarRetargetMap)
 
 
 def unregister() -> None:
+    del bpy.types.Object.avatar_retarget_map
+    del bpy.types.Scene.avatar_retarget
     del bpy.types.Scene.avatar_splats
     del bpy.types.WindowManager.avatar_capture_job
     for cls in reversed(CLASSES):

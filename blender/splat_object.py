@@ -195,7 +195,7 @@ def bind_to_armature(obj: bpy.types.Object, armature_obj: bpy.types.Object) -> N
         tails = np.array([np.array(bone.tail_local) for bone in chosen]) @ armature_to_object[:3, :3].T + \
             armature_to_object[:3, 3]
         indices, weights = bone_weights_by_distance(means.reshape(-1, 3), heads, tails, k=BONES_PER_SPLAT)
-        _write_vertex_groups(obj, names, indices, weights)
+        write_vertex_groups(obj, names, indices, weights)
     rest = np.array([armature_to_object @ np.array(bone.matrix_local, np.float64) for bone in chosen])
     _store_skin_frames(obj, names, [_nearest_chosen_ancestor(bone, names) for bone in chosen], rest)
 
@@ -228,7 +228,7 @@ def _read(obj: bpy.types.Object, name: str, kind: str) -> np.ndarray:
 
 
 def _store_skin(obj: bpy.types.Object, skin: SplatSkin) -> None:
-    _write_vertex_groups(obj, list(skin.bone_names), skin.bone_indices, skin.bone_weights)
+    write_vertex_groups(obj, list(skin.bone_names), skin.bone_indices, skin.bone_weights)
     _store_skin_frames(obj, list(skin.bone_names), [int(p) for p in skin.bone_parents], skin.rest_bone_to_object)
 
 
@@ -237,7 +237,7 @@ def _store_skin_frames(obj: bpy.types.Object, names: list[str], parents: list[in
                      "rest_bone_to_object": np.asarray(rest, np.float64).ravel().tolist()}
 
 
-def _write_vertex_groups(obj: bpy.types.Object, names: list[str], indices: np.ndarray, weights: np.ndarray) -> None:
+def write_vertex_groups(obj: bpy.types.Object, names: list[str], indices: np.ndarray, weights: np.ndarray) -> None:
     """Add one vertex group per name (in order) to obj's mesh, holding each splat's non-zero weights for that bone.
 
     A bone listed twice for one splat gets the sum, as the Armature modifier would.

@@ -2,10 +2,10 @@
 to the scene builders in ``blender/``; the algorithms live in ``core/``."""
 import bpy
 
-from . import capture, check_setup, export, import_clip, jobs, splat_render, splats
+from . import capture, check_setup, export, import_clip, jobs, rebind, retarget, splat_render, splats
 
 CLASSES = (check_setup.CLASSES + jobs.CLASSES + import_clip.CLASSES + capture.CLASSES + export.CLASSES
-           + splats.CLASSES + splat_render.CLASSES)
+           + splats.CLASSES + splat_render.CLASSES + retarget.CLASSES + rebind.CLASSES)
 
 
 def draw_import_menu(self: bpy.types.Menu, context: bpy.types.Context) -> None:

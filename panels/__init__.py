@@ -1,9 +1,9 @@
 """Blender panels: the "Avatar" tab of the 3D viewport sidebar."""
 import bpy
 
-from . import sidebar, splats
+from . import retarget, sidebar, splats
 
-CLASSES = sidebar.CLASSES + splats.CLASSES
+CLASSES = sidebar.CLASSES + splats.CLASSES + retarget.CLASSES
 
 
 def register() -> None:

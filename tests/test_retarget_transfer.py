@@ -12,10 +12,12 @@ from avatar_capture.core.errors import AvatarCaptureError
 from avatar_capture.core.kinematics import forward_kinematics, frames_from_heads_tails
 from avatar_capture.core.retarget.bvh_clip import clip_from_bvh
 from avatar_capture.core.retarget.humanoid import BoneMapping
+from avatar_capture.core.retarget.metrics import contact_foot_speeds, position_errors, twist_flips
 from avatar_capture.core.retarget.presets import PRESETS
 from avatar_capture.core.retarget.transfer import retarget
-from avatar_capture.core.rotations import axis_angle_to_quat, quat_multiply, quat_to_axis_angle, quat_to_matrix
+from avatar_capture.core.rotations import axis_angle_to_quat, quat_to_axis_angle, quat_to_matrix
 from avatar_capture.core.skeleton import Skeleton
+from motion_factory import random_clip
 
 SHARED_BVH = Path(__file__).resolve().parents[2] / "shared" / "media" / "bvh"
 CMU_FILES = sorted(SHARED_BVH.glob("*.bvh")) if SHARED_BVH.is_dir() else []
@@ -107,16 +109,10 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(np.sum(a * b, axis=-1), -1, 1)))
 
 
-def _twist_flips(rotations: np.ndarray) -> int:
-    """Frame-to-frame local rotation changes over 90 degrees."""
-    step = quat_multiply(rotations[1:] * [1, -1, -1, -1], rotations[:-1])
-    return int(np.sum(np.degrees(np.linalg.norm(quat_to_axis_angle(step), axis=-1)) > 90.0))
-
-
 def test_retarget_onto_own_skeleton_reproduces_the_motion():
     skeleton = _source_skeleton()
     clip = _clip(skeleton)
-    out = retarget(clip, _mapping(), skeleton, _mapping())
+    out = retarget(clip, _mapping(), skeleton, _mapping(), foot_lock=False)
     assert np.abs(out.joints_world - clip.joints_world).max() < 1e-5
     assert out.fps == clip.fps and out.body_model == "none"
     np.testing.assert_array_equal(out.contacts, clip.contacts)
@@ -131,7 +127,7 @@ def test_retarget_onto_own_skeleton_reproduces_the_motion():
 def test_a_pose_rolled_scaled_target_gets_the_source_bone_directions():
     source = _clip(_source_skeleton())
     target, target_map = _variant()
-    out = retarget(source, _mapping(), target, target_map)
+    out = retarget(source, _mapping(), target, target_map, foot_lock=False)
     worst = 0.0
     for a, b in LIMBS:
         want = source.joints_world[:, NAMES.index(b)] - source.joints_world[:, NAMES.index(a)]
@@ -148,7 +144,7 @@ def test_a_pose_rolled_scaled_target_gets_the_source_bone_directions():
     np.testing.assert_allclose(out.joints_world[:, hips] - target.rest_heads_world[hips],
                                1.2 * (source.joints_world[:, hips] - source.skeleton.rest_heads_world[hips]),
                                atol=1e-9)
-    assert _twist_flips(out.rotations) == 0
+    assert twist_flips(out.rotations) == 0
 
     still = retarget(source, _mapping(), target, target_map, in_place=True)
     np.testing.assert_allclose(still.joints_world[:, hips, :2] - target.rest_heads_world[hips, :2], 0.0, atol=1e-9)
@@ -164,7 +160,7 @@ def test_longer_target_spine_chain_shares_the_turn_equally():
                           spine_chain=("spine", "chest", "upper_chest"))
     src_map = BoneMapping(bones={n: n for n in NAMES if n not in ("chest", "upper_chest")},
                           spine_chain=("spine", "chest", "upper_chest"))
-    out = retarget(source, src_map, skeleton, mapping)
+    out = retarget(source, src_map, skeleton, mapping, foot_lock=False)
     angles = np.linalg.norm(quat_to_axis_angle(out.rotations[:, [NAMES.index("chest"),
                                                                  NAMES.index("upper_chest")]]), axis=-1)
     np.testing.assert_allclose(angles[:, 0], angles[:, 1], atol=1e-9)
@@ -184,46 +180,23 @@ def test_mapping_naming_absent_bones_is_refused():
         retarget(_clip(skeleton), _mapping(), target, _mapping())
 
 
-def _stature(skeleton: Skeleton) -> float:
-    """Rest height (m) from the lowest joint head to the highest bone tail: the metric's "body height"."""
-    return float(skeleton.rest_tails_world[:, 2].max() - skeleton.rest_heads_world[:, 2].min())
-
-
-def _head_over_feet(skeleton: Skeleton, mapping: BoneMapping) -> float:
-    """Rest height (m) of the head joint over the mean foot joint: measured alike on any two rigs."""
-    heads = skeleton.rest_heads_world[:, 2]
-    feet = [heads[skeleton.index(mapping.bones[f"{side}_foot"])] for side in ("left", "right")]
-    return float(heads[skeleton.index(mapping.bones["head"])] - np.mean(feet))
-
-
 @pytest.fixture(scope="module")
 def cmu_on_anny(anny_rig):
-    """A real CMU clip (the first shared file with CMU bone names) retargeted onto the Anny skeleton."""
+    """A real CMU clip (the first shared file with CMU bone names) retargeted onto the Anny skeleton,
+    without and with foot locking."""
     cmu = PRESETS["cmu"]
     files = [f for f in CMU_FILES if not cmu.missing_in_rig(clip_from_bvh(f).skeleton.joint_names)][:1]
     if not files:
         pytest.skip("no CMU-named BVH file among the shared clips")
     source = clip_from_bvh(files[0])
-    return files[0].name, source, retarget(source, cmu, anny_rig.skeleton, PRESETS["anny"])
-
-
-def _position_error(source: MotionClip, out: MotionClip) -> tuple[np.ndarray, list[str], float]:
-    """The issue's metric: mapped-joint positions relative to the hips, the source's scaled by the
-    height ratio (head over feet), distance as a share of the target's stature; (T, joints)."""
-    cmu, anny, target = PRESETS["cmu"], PRESETS["anny"], out.skeleton
-    joints = [j for j in cmu.bones if j in anny.bones and j != "hips"]
-    s_idx = [source.skeleton.index(cmu.bones[j]) for j in joints]
-    t_idx = [target.index(anny.bones[j]) for j in joints]
-    s_hips, t_hips = source.skeleton.index(cmu.bones["hips"]), target.index(anny.bones["hips"])
-    ratio = _head_over_feet(target, anny) / _head_over_feet(source.skeleton, cmu)
-    src_rel = (source.joints_world[:, s_idx] - source.joints_world[:, s_hips, None]) * ratio
-    tgt_rel = out.joints_world[:, t_idx] - out.joints_world[:, t_hips, None]
-    return np.linalg.norm(tgt_rel - src_rel, axis=-1) / _stature(target), joints, ratio
+    return files[0].name, source, {lock: retarget(source, cmu, anny_rig.skeleton, PRESETS["anny"], foot_lock=lock)
+                                   for lock in (False, True)}
 
 
 @pytest.mark.skipif(not CMU_FILES, reason=f"no CMU BVH files in {SHARED_BVH}")
 def test_cmu_clip_onto_anny_keeps_limb_directions_without_flips(cmu_on_anny):
-    name, source, out = cmu_on_anny
+    name, source, outs = cmu_on_anny
+    out = outs[False]
     cmu, anny = PRESETS["cmu"], PRESETS["anny"]
     worst = {}
     for a, b in [(a, b) for a, b in LIMBS if b in anny.bones]:
@@ -232,14 +205,14 @@ def test_cmu_clip_onto_anny_keeps_limb_directions_without_flips(cmu_on_anny):
         got = out.joints_world[:, out.skeleton.index(anny.bones[b])] - \
             out.joints_world[:, out.skeleton.index(anny.bones[a])]
         worst[f"{a}->{b}"] = float(_angle_deg(got, want).max())
-    error, joints, ratio = _position_error(source, out)
+    errors = position_errors(source, cmu, out, anny)
     print(f"{name}: {source.frame_count} frames; limb direction error max {max(worst.values()):.2e} deg; "
-          f"height ratio {ratio:.3f}; issue metric mean {100 * error.mean():.2f}% of stature, worst frame mean "
-          f"{100 * error.mean(axis=1).max():.2f}%, worst joint "
-          f"{joints[int(error.max(axis=0).argmax())]} {100 * error.max():.2f}%; "
-          f"twist flips {_twist_flips(out.rotations)}")
+          f"position error (share of stature) uniform mean {100 * errors.uniform.mean():.2f}%, proportional "
+          f"mean {100 * errors.proportional.mean():.2f}% max {100 * errors.proportional.max():.2f}%; "
+          f"twist flips {twist_flips(out.rotations)}")
     assert max(worst.values()) < 1.0
-    assert _twist_flips(out.rotations) == 0
+    assert errors.proportional.mean() < 0.03
+    assert twist_flips(out.rotations) == 0
     assert out.frame_count == source.frame_count and out.fps == source.fps
     feet = [out.skeleton.index(anny.bones[f"{s}_foot"]) for s in ("left", "right")]
     ankle = np.percentile(out.joints_world[:, feet, 2], 1)
@@ -247,3 +220,34 @@ def test_cmu_clip_onto_anny_keeps_limb_directions_without_flips(cmu_on_anny):
           f"at rest {out.skeleton.rest_heads_world[feet, 2].mean():.3f} m")
     assert abs(ankle - out.skeleton.rest_heads_world[feet, 2].mean()) < 0.03  # standing, not floating or sunk
 
+
+@pytest.mark.skipif(not CMU_FILES, reason=f"no CMU BVH files in {SHARED_BVH}")
+def test_foot_lock_holds_the_cmu_contacts_on_anny(cmu_on_anny):
+    name, source, outs = cmu_on_anny
+    anny = PRESETS["anny"]
+    free, locked = (contact_foot_speeds(outs[lock], anny) for lock in (False, True))
+    source_speed = contact_foot_speeds(source, PRESETS["cmu"])
+    print(f"{name}: contact foot speed, cm/frame: source mean {100 * source_speed.mean():.3f}; on Anny free mean "
+          f"{100 * free.mean():.3f} max {100 * free.max():.2f}; locked mean {100 * locked.mean():.4f} "
+          f"max {100 * locked.max():.3f}")
+    assert len(locked) > 50
+    assert locked.max() < 0.01
+    assert locked.mean() < 0.25 * free.mean()
+    assert twist_flips(outs[True].rotations) == 0
+
+
+def test_unmapped_bones_inside_a_source_limb_still_steer_the_target_limb(anny_rig):
+    """Anny's limbs have unmapped in-between bones (upperarm02, lowerarm02 ...): when a clip turns them
+    sideways, the target limbs still point at the source's mapped joints."""
+    source = random_clip(anny_rig, frames=12, seed=4, amplitude_rad=0.5)
+    anny = PRESETS["anny"]
+    target = _source_skeleton()
+    out = retarget(source, anny, target, _mapping(), foot_lock=False)
+    worst = 0.0
+    for a, b in [(a, b) for a, b in LIMBS if a in anny.bones and b in anny.bones]:
+        want = source.joints_world[:, anny_rig.skeleton.index(anny.bones[b])] - \
+            source.joints_world[:, anny_rig.skeleton.index(anny.bones[a])]
+        got = out.joints_world[:, NAMES.index(b)] - out.joints_world[:, NAMES.index(a)]
+        worst = max(worst, _angle_deg(got, want).max())
+    print(f"worst limb direction error with turned in-between bones: {worst:.2e} deg")
+    assert worst < 1e-3

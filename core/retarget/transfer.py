@@ -38,6 +38,12 @@ because BVH files keep their rest hips at the origin, and from the mid-hip point
 put the hips bone anywhere from 1 cm (Anny) to 10 cm (CMU) above the hip joints. in_place
 drops the horizontal part and keeps the vertical. A target whose hips are not its root bone
 moves its root by the same amount.
+
+Contacts: foot_lock (default; not with in_place, which has no ground to hold on to) holds each
+foot still during the clip's contact runs with two-bone IK (ik.lock_feet), because the target's
+other leg proportions make its feet slide where the source's stood. hand_ik puts the hands at the
+source's hand offsets from its mid-hip point, scaled by the rigs' reach ratio (ik.reach_hands),
+for motion where the hands touch something.
 World frame: Blender's (metres, Z up, -Y forward); quaternions wxyz.
 """
 from __future__ import annotations
@@ -52,14 +58,17 @@ from ..rotations import (axis_angle_to_quat, matrix_to_quat, quat_continuous, qu
                          quat_to_matrix, rotation_between)
 from ..skeleton import Skeleton
 from .humanoid import CANONICAL_JOINTS, CANONICAL_PARENTS, SIDES, BoneMapping, landmark_bones
+from .ik import lock_feet, reach_hands
+from .metrics import leg_length
 
 
 def retarget(source: MotionClip, source_map: BoneMapping, target: Skeleton, target_map: BoneMapping, *,
-             in_place: bool = False) -> MotionClip:
+             in_place: bool = False, foot_lock: bool = True, hand_ik: bool = False) -> MotionClip:
     """The source motion on the target skeleton (body_model "none", the source's fps and contacts).
 
-    See the module docstring for the rules. AvatarCaptureError when a mapping names bones its
-    rig lacks, or either rig lacks the hips or legs needed for the root scale.
+    See the module docstring for the rules; foot_lock and hand_ik add the IK passes described there.
+    AvatarCaptureError when a mapping names bones its rig lacks, or either rig lacks the hips or
+    legs needed for the root scale.
     """
     src = source.skeleton
     for rig, mapping, which in ((src, source_map, "source"), (target, target_map, "target")):
@@ -67,7 +76,7 @@ def retarget(source: MotionClip, source_map: BoneMapping, target: Skeleton, targ
         if missing:
             raise AvatarCaptureError(f"the {which} bone mapping names bones the {which} rig lacks: "
                                      f"{', '.join(missing)}")
-    scale = _leg_ratio(src, source_map, target, target_map)
+    scale = leg_ratio(src, source_map, target, target_map)
     pairs = _bone_pairs(source_map, target_map, src, target)
 
     source_frames = forward_kinematics(src.rest_frames_world, src.parents, source.rotations,
@@ -81,7 +90,10 @@ def retarget(source: MotionClip, source_map: BoneMapping, target: Skeleton, targ
         if t == hips_target:
             align = np.eye(3)
         else:
-            align = rotation_between(*_directions(src, target, s, t, s_aim, t_aim))
+            target_dir, source_dir, aimed = _directions(src, target, s, t, s_aim, t_aim)
+            align = rotation_between(target_dir, source_dir)
+            if aimed and src.parents[s_aim] != s:
+                change = _follow_aim(change, source_dir, source_frames[:, s_aim, :3, 3] - source_frames[:, s, :3, 3])
         wanted[t] = change @ align @ tgt_rest[t]
 
     shares = _chain_shares(target, target_map, set(wanted))
@@ -116,8 +128,14 @@ def retarget(source: MotionClip, source_map: BoneMapping, target: Skeleton, targ
         - posed[:, hips_target, :2, 3]
     shift[:, 2] = source.joints_world[:, source_legs, 2].mean(axis=1) * scale \
         - posed[:, target_legs, 2, 3].mean(axis=1)
-    root_translation = root_translation + shift
-    joints = posed[..., :3, 3] + shift[:, None]
+    posed[..., :3, 3] += shift[:, None]
+    if foot_lock and not in_place:
+        posed = lock_feet(posed, target.parents, _limbs(target, target_map, "leg"), source.contacts, source.fps)
+    if hand_ik:
+        posed = _reach_source_hands(posed, source, source_map, target, target_map)
+    rotations, root_translation = local_rotations(posed, target.rest_frames_world, target.parents)
+    rotations = quat_continuous(rotations)
+    joints = posed[..., :3, 3]
 
     bones = landmark_bones(target_map)
     landmark_names = tuple(name for name in LANDMARK_NAMES if name in bones)
@@ -137,19 +155,68 @@ def retarget(source: MotionClip, source_map: BoneMapping, target: Skeleton, targ
     )
 
 
+def _limbs(rig: Skeleton, mapping: BoneMapping, limb: str) -> dict:
+    """side -> joint indices of a limb's chain mapped on rig: legs (upper_leg, lower_leg, foot, toes or
+    None), arms (upper_arm, lower_arm, hand); sides whose chain is not fully mapped are left out."""
+    parts = ("upper_leg", "lower_leg", "foot") if limb == "leg" else ("upper_arm", "lower_arm", "hand")
+    out = {}
+    for side in SIDES:
+        names = [mapping.bones.get(f"{side}_{part}") for part in parts]
+        if all(names):
+            chain = tuple(rig.index(n) for n in names)
+            if limb == "leg":
+                toes = mapping.bones.get(f"{side}_toes")
+                chain += (rig.index(toes) if toes else None,)
+            out[side] = chain
+    return out
+
+
+def _reach_source_hands(posed: np.ndarray, source: MotionClip, source_map: BoneMapping, target: Skeleton,
+                        target_map: BoneMapping) -> np.ndarray:
+    """posed (T, J, 4, 4) with the hands at the source's hand offsets from its mid-hip point, scaled by
+    the rigs' reach ratio (mid-hip to shoulder plus upper and lower arm at rest, target over source):
+    the legs' ratio would put the hands out of reach of rigs with other trunk proportions."""
+    src = source.skeleton
+    reach, hips = [], {}
+    for which, rig, mapping in (("source", src, source_map), ("target", target, target_map)):
+        hips[which] = [rig.index(mapping.bones[f"{side}_upper_leg"]) for side in SIDES]
+        heads = rig.rest_heads_world
+        middle = heads[hips[which]].mean(axis=0)
+        arms = [[heads[rig.index(mapping.bones[f"{side}_{part}"])] for part in ("upper_arm", "lower_arm", "hand")]
+                for side in SIDES]
+        reach.append(np.mean([np.linalg.norm(s - middle) + np.linalg.norm(e - s) + np.linalg.norm(h - e)
+                              for s, e, h in arms]))
+    source_hips = source.joints_world[:, hips["source"]].mean(axis=1)
+    offsets = {side: (source.joints_world[:, src.index(source_map.bones[f"{side}_hand"])] - source_hips)
+               * (reach[1] / reach[0]) for side in SIDES}
+    target_hips = posed[:, hips["target"]][..., :3, 3].mean(axis=1)
+    return reach_hands(posed, target.parents, _limbs(target, target_map, "arm"), offsets, target_hips)
+
+
 def _directions(src: Skeleton, target: Skeleton, s: int, t: int, s_aim: int | None,
-                t_aim: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Rest directions (target, source) of a bone pair: towards the aim joints' heads, else the Y axes
-    (also where either aim is under 1 mm away, as CMU's Spine1 -> Neck is)."""
+                t_aim: int | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Rest directions (target, source) of a bone pair and whether they aim at joints: towards the aim
+    joints' heads, else the Y axes (also where either aim is under 1 mm away, as CMU's Spine1 -> Neck is)."""
     if s_aim is not None:
         target_dir = target.rest_heads_world[t_aim] - target.rest_heads_world[t]
         source_dir = src.rest_heads_world[s_aim] - src.rest_heads_world[s]
         if min(np.linalg.norm(target_dir), np.linalg.norm(source_dir)) > 1e-3:
-            return target_dir, source_dir
-    return target.rest_frames_world[t, :3, 1], src.rest_frames_world[s, :3, 1]
+            return target_dir, source_dir, True
+    return target.rest_frames_world[t, :3, 1], src.rest_frames_world[s, :3, 1], False
 
 
-def _leg_ratio(src: Skeleton, source_map: BoneMapping, target: Skeleton, target_map: BoneMapping) -> float:
+def _follow_aim(change: np.ndarray, rest_direction: np.ndarray, posed_direction: np.ndarray) -> np.ndarray:
+    """The source bone's rotation change (T, 3, 3), swung so the rest direction lands on the posed one.
+
+    Where unmapped bones sit between a mapped bone and its aim (Anny's upperarm02 between
+    upperarm01 and the elbow), the bone's own rotation does not say where the limb points:
+    the smallest extra turn from where it would point to where the aim joint really is
+    (posed_direction (T, 3)) fixes the direction and keeps the bone's twist.
+    """
+    return rotation_between(change @ rest_direction, posed_direction) @ change
+
+
+def leg_ratio(src: Skeleton, source_map: BoneMapping, target: Skeleton, target_map: BoneMapping) -> float:
     """Target leg length (upper_leg + lower_leg, rest heads, mean of both sides) over the source's."""
     lengths = []
     for rig, mapping in ((src, source_map), (target, target_map)):
@@ -157,10 +224,7 @@ def _leg_ratio(src: Skeleton, source_map: BoneMapping, target: Skeleton, target_
         absent = [j for j in needed if j not in mapping.bones]
         if absent:
             raise AvatarCaptureError(f"cannot retarget: the mapping '{mapping.name}' has no {', '.join(absent)}")
-        heads = {j: rig.rest_heads_world[rig.index(mapping.bones[j])] for j in needed}
-        lengths.append(np.mean([np.linalg.norm(heads[f"{side}_lower_leg"] - heads[f"{side}_upper_leg"])
-                                + np.linalg.norm(heads[f"{side}_foot"] - heads[f"{side}_lower_leg"])
-                                for side in SIDES]))
+        lengths.append(leg_length(rig, mapping))
     if not lengths[0] > 0:
         raise AvatarCaptureError("cannot retarget: the source legs have zero length at rest")
     return float(lengths[1] / lengths[0])
