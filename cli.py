@@ -258,6 +258,23 @@ def _retarget(args: argparse.Namespace) -> None:
     print(f"wrote {output}")
 
 
+def _bvh(args: argparse.Namespace) -> None:
+    """Convert a BVH file into a motion clip (skeleton, rotations, landmarks, contacts), atomically."""
+    from .core.clip import save_clip
+    from .core.retarget.bvh_clip import clip_from_bvh
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".npz":
+        raise AvatarCaptureError(f"{output}: the motion clip must be a .npz file")
+    _check_outputs([output])
+    clip = clip_from_bvh(args.bvh, scale=args.scale)
+    save_clip(clip, output)
+    print(f"{clip.frame_count} frames at {clip.fps:g} fps, {clip.skeleton.joint_count} bones, "
+          f"{len(clip.landmark_names)} landmarks, contacts on {int((clip.contacts > 0.5).any(axis=1).sum())} frames",
+          file=sys.stderr)
+    print(f"wrote {output}")
+
+
 def _check_outputs(paths) -> None:
     """Fail before any work when an output folder cannot be written (so nothing is left half done)."""
     from .core.atomic_files import check_writable
@@ -357,8 +374,8 @@ def _pixels(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Avatar Capture from the command line: build the body model, capture a video, "
-        "import a motion clip into Blender and export it (FBX, glTF, BVH), retarget motion onto a rig, render or "
-        "export Gaussian splats, or make the demo.")
+        "import a motion clip into Blender and export it (FBX, glTF, BVH), convert a BVH file into a clip, "
+        "retarget motion onto a rig, render or export Gaussian splats, or make the demo.")
     _add_settings_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -444,6 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write a 3DGS PLY (binary little endian, standard properties; a skinned cloud also "
                         "keeps its bone indices and weights as extra properties other tools ignore)")
     export.set_defaults(run=_splat_export)
+
+    bvh = commands.add_parser(
+        "bvh", help="convert a BVH file into a motion clip",
+        description="Read a BVH file (any joint names; units guessed from the rest height unless --scale says) "
+        "as a motion clip: skeleton and rotations in Blender's world frame, landmarks found through the bone "
+        "mapping, foot contacts from the low-and-slow detector. The clip then imports, exports and retargets "
+        "like a captured one.")
+    bvh.add_argument("bvh", metavar="FILE.bvh", help="BVH file")
+    bvh.add_argument("-o", "--output", metavar="CLIP.npz", required=True, help="motion clip to write")
+    bvh.add_argument("--scale", type=float, help="metres per file unit (default: guessed from the rest height)")
+    bvh.set_defaults(run=_bvh)
 
     retarget = commands.add_parser(
         "retarget", help="retarget a motion clip or BVH onto a rig file (FBX, glTF, .blend)",

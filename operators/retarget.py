@@ -18,6 +18,7 @@ and the bake is all or nothing.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import bpy
@@ -32,6 +33,7 @@ from ..blender.retarget_mapping import auto_map_armature, mapping_for_armature, 
 from ..core.clip import MotionClip
 from ..core.errors import AvatarCaptureError
 from ..core.retarget.auto_map import auto_map
+from ..core.retarget.bvh_clip import contacts_from_mapping
 from ..core.retarget.humanoid import BoneMapping, load_mapping, save_mapping
 from ..core.retarget.presets import PRESETS
 from ..core.retarget.resample import resample_clip
@@ -168,6 +170,8 @@ class AVATAR_OT_retarget(bpy.types.Operator):
             clip = read_clip(scene, source)
         finally:
             scene.frame_set(frame)
+        # An action carries no contacts: found from its feet (low and slow) so foot locking works.
+        clip = replace(clip, contacts=contacts_from_mapping(clip, source_map, source.name))
         return clip, source_map, source.name
 
 

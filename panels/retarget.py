@@ -13,8 +13,6 @@ import bpy
 from ..core.retarget.humanoid import CANONICAL_JOINTS, REQUIRED_JOINTS
 from .sidebar import wrapped_labels
 
-REBIND_OPERATOR = "AVATAR_OT_rebind_to_rig"
-
 
 def _armature(context: bpy.types.Context) -> bpy.types.Object | None:
     obj = context.active_object
@@ -99,8 +97,7 @@ class VIEW3D_PT_avatar_retarget(bpy.types.Panel):
         go = layout.column()
         go.scale_y = 1.4
         go.operator("avatar.retarget", icon="ARMATURE_DATA")
-        if hasattr(bpy.types, REBIND_OPERATOR):
-            layout.operator("avatar.rebind_to_rig", icon="MOD_ARMATURE")
+        layout.operator("avatar.rebind_to_rig", icon="MOD_ARMATURE")
 
 
 CLASSES = (VIEW3D_PT_avatar_retarget,)

@@ -323,3 +323,36 @@ def test_cmu_clips_convert():
         assert planted.mean() > 0.1, path.name  # people stand on the floor for a good share of every clip
         assert step[planted].mean() < 0.01, path.name
         assert step[planted].mean() < 0.5 * step[~planted].mean(), path.name
+
+
+def test_cli_converts_a_bvh_into_a_clip(tmp_path, capsys):
+    from avatar_capture.cli import main
+    from avatar_capture.core.clip import load_clip
+
+    source = write(tmp_path, humanoid_bvh(gait_motion()))
+    out = tmp_path / "walk.npz"
+    assert main(["bvh", str(source), "-o", str(out)]) == 0
+    clip = load_clip(out)
+    direct = clip_from_bvh(source)
+    np.testing.assert_allclose(clip.joints_world, direct.joints_world)
+    np.testing.assert_array_equal(clip.contacts, direct.contacts)
+    assert "left_ankle" in clip.landmark_names and clip.contacts.any()
+    assert main(["bvh", str(source), "-o", str(tmp_path / "walk.fbx")]) == 2
+    assert main(["bvh", str(tmp_path / "missing.bvh"), "-o", str(tmp_path / "x.npz")]) == 2
+    assert not (tmp_path / "walk.fbx").exists() and not (tmp_path / "x.npz").exists()
+    assert "avatarcap: error:" in capsys.readouterr().err
+
+
+def test_contacts_are_found_again_from_the_mapped_feet(tmp_path):
+    """An armature's action read back carries no contacts: contacts_from_mapping finds them from the
+    ankle and toe joints, where the BVH reader found them."""
+    from avatar_capture.core.retarget.auto_map import auto_map
+    from avatar_capture.core.retarget.bvh_clip import contacts_from_mapping
+
+    clip = clip_from_bvh(write(tmp_path, humanoid_bvh(gait_motion())))
+    mapping = auto_map(clip.skeleton.joint_names, clip.skeleton.parents)[0]
+    found = contacts_from_mapping(clip, mapping, "test armature") > 0.5
+    stored = clip.contacts > 0.5
+    heels = [0, 2]  # the ankle stands in for the heel in both; the toes here are joints, not end sites
+    assert stored[:, heels].sum() > 5
+    assert (found[:, heels] == stored[:, heels]).mean() > 0.9

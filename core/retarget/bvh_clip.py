@@ -26,7 +26,7 @@ and face points are not joints in BVH files and are left out. Contacts (T, 4) us
 for the heel and the toe tip (the toe joint's End Site, else the toe joint) for
 the toe, detected by core.capture.fit.contacts.detect_contacts (low and slow:
 within 6.5 cm of standing height, under 0.65 m/s) above a ground level
-estimated from the lowest foot heights (see _contacts).
+estimated from the lowest foot heights (see foot_contacts).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from ..landmarks import CONTACT_NAMES, LANDMARK_NAMES
 from ..rotations import quat_continuous, rotation_between
 from ..skeleton import Skeleton
 from .auto_map import auto_map
-from .humanoid import landmark_bones
+from .humanoid import BoneMapping, landmark_bones
 
 log = logging.getLogger(__name__)
 MAX_STANDING_M = 0.15  # highest a foot point (the ankle) sits above the floor with the foot flat
@@ -95,7 +95,7 @@ def clip_from_bvh(path: str | Path, *, scale: float | None = None) -> MotionClip
         joints_world=pose.positions,
         landmark_names=landmark_names,
         landmarks_world=landmarks,
-        contacts=_contacts(path, points, bvh.frame_count, bvh.fps),
+        contacts=foot_contacts(path, points, bvh.frame_count, bvh.fps),
         body_model="none",
         body_shape_names=(),
         body_shape=np.zeros(0),
@@ -162,7 +162,16 @@ def _landmark_joints(joint_names: tuple[str, ...], parents: np.ndarray) -> dict[
     return {landmark: index[bone] for landmark, bone in landmark_bones(mapping).items()}
 
 
-def _contacts(path, points: dict[str, np.ndarray], frames: int, fps: float) -> np.ndarray:
+def contacts_from_mapping(clip: MotionClip, mapping: BoneMapping, where: str) -> np.ndarray:
+    """Contacts (T, 4) of a clip that carries none (an armature's action read back), from the joints
+    mapped as ankles (foot) and toes, by foot_contacts; where names the source in warnings."""
+    bones = landmark_bones(mapping)
+    points = {name: clip.joints_world[:, clip.skeleton.index(bones[name])]
+              for name in ("left_ankle", "left_toe", "right_ankle", "right_toe") if name in bones}
+    return foot_contacts(where, points, clip.frame_count, clip.fps)
+
+
+def foot_contacts(path, points: dict[str, np.ndarray], frames: int, fps: float) -> np.ndarray:
     """Contacts (T, 4) in CONTACT_NAMES order: the ankle stands in for the heel; a side without feet stays 0.
 
     The ground is the lowest the feet get (1st percentile of every foot point's height over the clip);
