@@ -37,12 +37,14 @@ def action_frame_range(armature: bpy.types.Object, scene: bpy.types.Scene) -> tu
     return int(np.floor(start + 1e-6)), int(np.ceil(end - 1e-6))
 
 
-def bone_order(armature: bpy.types.Object) -> list[str]:
-    """Bone names with every parent before its children, keeping Blender's order where it already is."""
+def bone_order(armature: bpy.types.Object, root: str | None = None) -> list[str]:
+    """Bone names with every parent before its children, keeping Blender's order where it already is;
+    with root, only that bone and the bones below it."""
     bones = armature.data.bones
     placed: set[str] = set()
     order: list[str] = []
-    pending = [bone.name for bone in bones]
+    pending = [bone.name for bone in bones] if root is None else \
+        [root] + [bone.name for bone in bones[root].children_recursive]
     while pending:
         waiting = []
         for name in pending:
@@ -68,9 +70,10 @@ def _world(obj: bpy.types.Object) -> np.ndarray:
     return np.array(obj.matrix_world, dtype=np.float64)
 
 
-def read_skeleton(armature: bpy.types.Object) -> Skeleton:
-    """The armature's rest skeleton in the world (its object transform applied, scale removed)."""
-    names = bone_order(armature)
+def read_skeleton(armature: bpy.types.Object, root: str | None = None) -> Skeleton:
+    """The armature's rest skeleton in the world (its object transform applied, scale removed); with
+    root, the skeleton of that bone's hierarchy alone (a skeleton has one root bone)."""
+    names = bone_order(armature, root)
     bones = armature.data.bones
     local = np.array([bones[n].matrix_local for n in names], dtype=np.float64)
     frames, scale = _orthonormal(_world(armature) @ local)

@@ -24,10 +24,10 @@ from ..core.errors import AvatarCaptureError
 from ..core.retarget.rebind import rebind_gaussians, rebind_points
 from ..core.splats.transforms import transform_gaussians
 from . import datablocks
-from .readback import read_rest_vertices, read_skeleton, read_skin_weights
-from .retarget_mapping import mapping_for_armature
-from .splat_object import (SKIN_KEY, write_vertex_groups, bind_to_armature, create_splat_object,
-                           gaussians_from_object, is_splat_object)
+from .readback import read_rest_vertices, read_skin_weights
+from .retarget_mapping import body_skeleton, mapping_for_armature
+from .splat_object import (SKIN_KEY, bind_to_armature, create_splat_object, gaussians_from_object,
+                           is_splat_object, write_vertex_groups)
 
 REBOUND_SUFFIX = " (rebound)"
 ARMATURE_MODIFIER = "Armature"
@@ -69,7 +69,7 @@ def rebind_object(obj: bpy.types.Object, target: bpy.types.Object) -> bpy.types.
     """
     source = check_rebindable(obj, target)
     source_map, target_map = mapping_for_armature(source), mapping_for_armature(target)
-    source_skeleton, target_skeleton = _skeleton(source), _skeleton(target)
+    source_skeleton, target_skeleton = body_skeleton(source, source_map), body_skeleton(target, target_map)
     collection = target.users_collection[0] if target.users_collection else bpy.context.scene.collection
     name = obj.name + REBOUND_SUFFIX
     before = datablocks.snapshot()
@@ -98,14 +98,6 @@ def rebind_object(obj: bpy.types.Object, target: bpy.types.Object) -> bpy.types.
         datablocks.remove_new(before)
         raise
     return new
-
-
-def _skeleton(armature: bpy.types.Object):
-    """read_skeleton, with a rig the core cannot describe (several root bones) as AvatarCaptureError."""
-    try:
-        return read_skeleton(armature)
-    except ValueError as exc:
-        raise AvatarCaptureError(f"'{armature.name}' needs a single root bone to rebind with ({exc})") from None
 
 
 def _check_deform(target: bpy.types.Object, names) -> None:

@@ -25,12 +25,11 @@ import bpy
 import numpy as np
 
 from ..core.clip import MotionClip
-from ..core.errors import AvatarCaptureError
 from ..core.retarget.humanoid import BoneMapping
 from ..core.retarget.transfer import retarget
 from ..core.rotations import quat_continuous, quat_normalize, quat_to_matrix
 from .action import FIRST_FRAME, assign_new_action, key_channels
-from .readback import read_skeleton
+from .retarget_mapping import body_skeleton
 
 # A channel whose values move less than this over the clip is keyed once (constant).
 _CONSTANT_TOLERANCE = 1e-9
@@ -41,8 +40,9 @@ def bake_clip(armature: bpy.types.Object, clip: MotionClip, *, action_name: str,
               replace_action: bool = False) -> bpy.types.Action:
     """Key clip onto armature as a new layered action, assigned to it; returns the action.
 
-    clip.skeleton must be the armature's as readback.read_skeleton gives it (same
-    bone names in the same order; its world rest frames). Every bone's rotation is
+    clip.skeleton must be the armature's, or one root bone's hierarchy of it, as
+    readback.read_skeleton gives it (same bone names in the same order; its world rest
+    frames); bones outside it get no keys. Every bone's rotation is
     keyed in the bone's own rotation_mode (quaternions sign-continuous, Euler angles
     in its order kept continuous like Blender's compatible Euler, axis-angle as
     (angle, x, y, z)); the root bone's location in its local units. Channels that do
@@ -60,9 +60,8 @@ def bake_clip(armature: bpy.types.Object, clip: MotionClip, *, action_name: str,
     names = tuple(clip.skeleton.joint_names)
     pose_bones = armature.pose.bones
     missing = [n for n in names if pose_bones.get(n) is None]
-    if missing or len(names) != len(pose_bones):
-        raise ValueError(f"the clip's skeleton is not the bones of '{armature.name}' "
-                         f"(missing: {', '.join(missing[:5]) or 'none'})")
+    if missing:
+        raise ValueError(f"the clip's skeleton is not bones of '{armature.name}' (missing: {', '.join(missing[:5])})")
     anim = armature.animation_data
     old = anim.action if anim is not None else None
     old_slot = getattr(anim, "action_slot", None) if old is not None else None
@@ -205,14 +204,11 @@ def retarget_onto_armature(scene: bpy.types.Scene, target: bpy.types.Object, sou
     (core.retarget.resample.resample_clip) or sets the scene's frame rate first. The
     scene's frame range is set to the action's (frames FIRST_FRAME .. FIRST_FRAME + T - 1).
     See bake_clip for what happens to an action the target already has.
-    Raises AvatarCaptureError for a target with several root bones (or none) and from core
-    retarget (a mapping naming bones a rig lacks ...), before anything is changed.
+    The body is the hierarchy of the bone mapped as the hips: bones beside it (a loose IK or
+    prop bone at the top level) are neither moved nor keyed. Raises AvatarCaptureError from
+    core retarget (a mapping naming bones outside that hierarchy ...), before anything is changed.
     """
-    roots = [bone.name for bone in target.data.bones if bone.parent is None]
-    if len(roots) != 1:
-        raise AvatarCaptureError(f"'{target.name}' has {len(roots)} root bones ({', '.join(roots[:4])}): "
-                                 "retargeting needs one bone that all others descend from")
-    target_clip = retarget(source, source_map, read_skeleton(target), target_map,
+    target_clip = retarget(source, source_map, body_skeleton(target, target_map), target_map,
                            in_place=in_place, foot_lock=foot_lock, hand_ik=hand_ik)
     action = bake_clip(target, target_clip, action_name=action_name or f"{target.name} Retarget",
                        replace_action=replace_action)

@@ -17,7 +17,8 @@ import bpy
 from ..core.errors import AvatarCaptureError
 from ..core.retarget.auto_map import AutoMapReport, auto_map
 from ..core.retarget.humanoid import CANONICAL_JOINTS, BoneMapping
-from .readback import bone_order
+from ..core.skeleton import Skeleton
+from .readback import bone_order, read_skeleton
 
 
 def _store(obj: bpy.types.Object):
@@ -102,3 +103,13 @@ def mapping_for_armature(obj: bpy.types.Object) -> BoneMapping:
         raise AvatarCaptureError(f"the bone mapping of '{obj.name}' names bone(s) the armature lacks: "
                                  + ", ".join(absent))
     return mapping
+
+
+def body_skeleton(armature: bpy.types.Object, mapping: BoneMapping) -> Skeleton:
+    """The world rest skeleton of the hierarchy holding the bone mapped as the hips: bones beside
+    it (a loose IK or prop bone at the top level) are not part of the body and are left alone."""
+    hips = armature.data.bones.get(mapping.bones.get("hips", ""))
+    if hips is None:
+        raise AvatarCaptureError(f"'{armature.name}' has no bone mapped as the hips")
+    root = hips.parent_recursive[-1] if hips.parent_recursive else hips
+    return read_skeleton(armature, root.name)
