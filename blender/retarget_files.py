@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import bpy
 
@@ -31,11 +32,10 @@ from ..core.errors import AvatarCaptureError
 from ..core.retarget.auto_map import auto_map
 from ..core.retarget.humanoid import BoneMapping, load_mapping
 from ..core.retarget.presets import PRESETS
-from ..core.skeleton import Skeleton
 from .action import set_scene_timing
 from .export import export_avatar, save_blend_copy
-from .readback import bone_order
 from .retarget_bake import retarget_onto_armature
+from .retarget_mapping import armature_bones
 
 SOURCE_EXTENSIONS = (".npz", ".bvh")
 TARGET_EXTENSIONS = (".fbx", ".glb", ".gltf", ".blend")
@@ -75,11 +75,11 @@ def load_source(path: str | Path) -> MotionClip:
     return load_clip(path)
 
 
-def resolve_mapping(spec: str | None, names: tuple[str, ...], parents: list[str | None],
+def resolve_mapping(spec: str | None, names: Sequence[str], parents: Sequence,
                     rig: str) -> tuple[BoneMapping, str]:
-    """(mapping, its name) for a rig with these bones: spec is a preset name, a mapping .json
-    file, or None for automatic mapping. AvatarCaptureError names rig when the mapping does not
-    fit it (missing required joints, bones the rig lacks) or the rig is not a humanoid."""
+    """(mapping, its name) for a rig with these bones (parents as names or indices, as core auto_map
+    takes them): spec is a preset name, a mapping .json file, or None for automatic mapping.
+    AvatarCaptureError names rig when the mapping does not fit it or the rig is not a humanoid."""
     if spec is None:
         try:
             mapping, report = auto_map(names, parents)
@@ -93,25 +93,8 @@ def resolve_mapping(spec: str | None, names: tuple[str, ...], parents: list[str 
     else:
         raise AvatarCaptureError(f"unknown bone mapping '{spec}': give a .json mapping file or one of "
                                  f"{', '.join(PRESETS)}")
-    missing = mapping.missing_in_rig(names)
-    if missing:
-        raise AvatarCaptureError(f"{rig}: the '{mapping.name or spec}' mapping names bones this rig lacks: "
-                                 f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-    if mapping.missing_required():
-        raise AvatarCaptureError(f"the '{mapping.name or spec}' mapping leaves out required joints: "
-                                 f"{', '.join(mapping.missing_required())}")
+    mapping.check_fits(names, rig)
     return mapping, mapping.name or Path(spec).stem
-
-
-def _skeleton_bones(skeleton: Skeleton) -> tuple[tuple[str, ...], list[str | None]]:
-    names = tuple(skeleton.joint_names)
-    return names, [names[p] if p >= 0 else None for p in skeleton.parents]
-
-
-def _armature_bones(armature: bpy.types.Object) -> tuple[tuple[str, ...], list[str | None]]:
-    bones = armature.data.bones
-    names = tuple(bone_order(armature))
-    return names, [bones[n].parent.name if bones[n].parent else None for n in names]
 
 
 def load_target(scene: bpy.types.Scene, path: str | Path) -> list[bpy.types.Object]:
@@ -165,7 +148,7 @@ def find_armature(objects: list[bpy.types.Object], path: str | Path, name: str |
     fitting, problems = [], []
     for armature in armatures:
         try:
-            fitting.append((armature, *resolve_mapping(mapping, *_armature_bones(armature),
+            fitting.append((armature, *resolve_mapping(mapping, *armature_bones(armature),
                                                        f"{path}: armature '{armature.name}'")))
         except AvatarCaptureError as exc:
             problems.append(exc)
@@ -186,7 +169,7 @@ def retarget_file(source_path: str | Path, target_path: str | Path, output_path:
     target_path = check_extension(target_path, TARGET_EXTENSIONS, "target rig")
     output_path = check_extension(output_path, OUTPUT_EXTENSIONS, "output")
     source = load_source(source_path)
-    source_map, source_map_name = resolve_mapping(source_mapping, *_skeleton_bones(source.skeleton),
+    source_map, source_map_name = resolve_mapping(source_mapping, source.skeleton.joint_names, source.skeleton.parents,
                                                   f"{source_path}")
     scene = bpy.context.scene
     objects = load_target(scene, target_path)

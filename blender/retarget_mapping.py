@@ -71,13 +71,17 @@ def store_mapping(obj: bpy.types.Object, mapping: BoneMapping) -> None:
     group.active_index = min(group.active_index, len(group.joints) - 1)
 
 
+def armature_bones(obj: bpy.types.Object) -> tuple[tuple[str, ...], list[str | None]]:
+    """The armature's bone names, parents first, and each one's parent name (None for roots)."""
+    bones = obj.data.bones
+    names = tuple(bone_order(obj))
+    return names, [bones[n].parent.name if bones[n].parent else None for n in names]
+
+
 def auto_map_armature(obj: bpy.types.Object) -> tuple[BoneMapping, AutoMapReport]:
     """core auto_map on the armature's bone names and parents (AvatarCaptureError for a non-humanoid)."""
-    bones = obj.data.bones
-    names = bone_order(obj)
-    parents = [bones[n].parent.name if bones[n].parent else None for n in names]
     try:
-        return auto_map(names, parents)
+        return auto_map(*armature_bones(obj))
     except AvatarCaptureError as exc:
         raise AvatarCaptureError(f"'{obj.name}': {exc}") from None
 
@@ -94,14 +98,7 @@ def mapping_for_armature(obj: bpy.types.Object) -> BoneMapping:
     mapping = stored_mapping(obj)
     if mapping is None:
         return auto_map_armature(obj)[0]
-    missing = mapping.missing_required()
-    if missing:
-        raise AvatarCaptureError(f"the bone mapping of '{obj.name}' leaves required joint(s) unmapped: "
-                                 + ", ".join(missing))
-    absent = mapping.missing_in_rig([b.name for b in obj.data.bones])
-    if absent:
-        raise AvatarCaptureError(f"the bone mapping of '{obj.name}' names bone(s) the armature lacks: "
-                                 + ", ".join(absent))
+    mapping.check_fits([b.name for b in obj.data.bones], f"'{obj.name}'")
     return mapping
 
 

@@ -28,11 +28,10 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 from ..blender.action import set_scene_timing
 from ..blender.readback import read_clip
 from ..blender.retarget_bake import retarget_onto_armature
-from ..blender.retarget_files import load_source
+from ..blender.retarget_files import load_source, resolve_mapping
 from ..blender.retarget_mapping import auto_map_armature, mapping_for_armature, store_mapping, stored_mapping
 from ..core.clip import MotionClip
 from ..core.errors import AvatarCaptureError
-from ..core.retarget.auto_map import auto_map
 from ..core.retarget.bvh_clip import contacts_from_mapping
 from ..core.retarget.humanoid import BoneMapping, load_mapping, save_mapping
 from ..core.retarget.presets import PRESETS
@@ -46,15 +45,6 @@ _SHARED_OPTIONS = ("in_place", "foot_lock", "hand_ik", "existing_action", "fps_m
 
 def scene_fps(scene: bpy.types.Scene) -> float:
     return scene.render.fps / scene.render.fps_base
-
-
-def clip_mapping(clip: MotionClip) -> BoneMapping:
-    """The automatic mapping of a clip's skeleton (AvatarCaptureError for a non-humanoid)."""
-    skeleton = clip.skeleton
-    try:
-        return auto_map(skeleton.joint_names, skeleton.parents)[0]
-    except AvatarCaptureError as exc:
-        raise AvatarCaptureError(f"the source clip: {exc}") from None
 
 
 def _active_armature(context: bpy.types.Context) -> bpy.types.Object:
@@ -155,7 +145,8 @@ class AVATAR_OT_retarget(bpy.types.Operator):
                 raise AvatarCaptureError("choose a motion clip (.npz) or BVH file to retarget")
             path = bpy.path.abspath(self.filepath)
             clip = load_source(path)
-            return clip, clip_mapping(clip), Path(path).stem
+            mapping = resolve_mapping(None, clip.skeleton.joint_names, clip.skeleton.parents, "the source clip")[0]
+            return clip, mapping, Path(path).stem
         source = bpy.data.objects.get(self.source_armature)
         if source is None or source.type != "ARMATURE":
             raise AvatarCaptureError(f"'{self.source_armature}' is not an armature in this file")

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from ..atomic_files import atomic_output
-from ..errors import FileFormatError
+from ..errors import AvatarCaptureError, FileFormatError
 
 SIDES = ("left", "right")
 _FINGERS = ("thumb", "index", "middle", "ring", "little")
@@ -146,6 +146,18 @@ class BoneMapping:
         present = set(bone_names)
         used = list(self.bones.values()) + list(self.spine_chain) + list(self.neck_chain)
         return tuple(dict.fromkeys(b for b in used if b not in present))
+
+    def check_fits(self, bone_names: set[str] | list[str] | tuple[str, ...], rig: str) -> None:
+        """AvatarCaptureError, naming rig and the bones or joints, unless this mapping only names
+        bones the rig has and maps every required joint."""
+        label = f"the bone mapping '{self.name}'" if self.name else "the bone mapping"
+        absent = self.missing_in_rig(bone_names)
+        if absent:
+            raise AvatarCaptureError(f"{rig}: {label} names bone(s) this rig lacks: {', '.join(absent[:6])}"
+                                     + (" ..." if len(absent) > 6 else ""))
+        if self.missing_required():
+            raise AvatarCaptureError(f"{rig}: {label} leaves required joint(s) unmapped: "
+                                     + ", ".join(self.missing_required()))
 
     def to_dict(self) -> dict:
         return {

@@ -116,7 +116,6 @@ def retarget(source: MotionClip, source_map: BoneMapping, target: Skeleton, targ
             world[:, j, :3, :3] = world[:, parent, :3, :3] @ rest_local[j]
     world[:, 0, :3, 3] = target.rest_heads_world[0]
     rotations, root_translation = local_rotations(world, target.rest_frames_world, target.parents)
-    rotations = quat_continuous(rotations)
     posed = forward_kinematics(target.rest_frames_world, target.parents, rotations, root_translation)
 
     hips_source = src.index(source_map.bones["hips"])
